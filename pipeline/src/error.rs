@@ -1,0 +1,88 @@
+//! The one error type of the `pipeline` crate.
+
+use crate::reason::ReasonCode;
+
+/// Errors raised by the lakehouse core.
+///
+/// User-facing problems (bad config, an unreachable store, a quarantined file) have their own
+/// variants; [`Error::Internal`] is kept for broken invariants, i.e. bugs in Tributary itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file or an environment override is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The warehouse URL cannot be used.
+    #[error("invalid warehouse url `{url}`: {reason}")]
+    WarehouseUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An object store operation failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// A Delta operation failed.
+    #[error("delta table {table}: {source}")]
+    Delta {
+        /// The qualified table name (`layer.table`).
+        table: String,
+        /// The underlying delta-rs error.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// A DataFusion query failed.
+    #[error("query: {0}")]
+    DataFusion(#[from] Box<datafusion::error::DataFusionError>),
+    /// Arrow failed to build or convert a batch.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// The ops catalog (SQLite) failed.
+    #[error("ops catalog: {0}")]
+    Catalog(#[from] rusqlite::Error),
+    /// A local I/O operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// A file was refused by ingestion; the reason code is stable and stored in `ops.ingest_log`.
+    #[error("{path} quarantined: {reason} ({detail})")]
+    Quarantined {
+        /// The inbox path of the file.
+        path: String,
+        /// The stable reason code.
+        reason: ReasonCode,
+        /// A human-readable detail.
+        detail: String,
+    },
+    /// Another process holds a lock this operation needs.
+    #[error("lock `{name}` is held by {holder} since {since}")]
+    Locked {
+        /// The lock's name.
+        name: String,
+        /// Who holds it (host:pid).
+        holder: String,
+        /// When it was taken (RFC 3339).
+        since: String,
+    },
+    /// A table or object that must exist does not.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A broken invariant: a bug in Tributary.
+    #[error("internal error (this is a bug): {0}")]
+    Internal(String),
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}
+
+impl Error {
+    /// Wrap a delta-rs error with the name of the table it concerns.
+    pub fn delta(table: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
+        Error::Delta { table: table.into(), source: Box::new(source) }
+    }
+}
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,106 @@
+//! Row identity and normalization, as fixed by DESIGN.md.
+//!
+//! `contribution_id` = hex sha256(file sha256 bytes ‖ row index as u64 big-endian);
+//! `content_hash` = hex sha256(normalized text), where normalization is NFKC, lower case and
+//! whitespace runs collapsed to one space (trimmed).
+
+use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+
+/// Hex sha256 of arbitrary bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The stable id of row `row_index` of the file whose sha256 is `file_sha256` (32 raw bytes).
+pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(file_sha256);
+    h.update(row_index.to_be_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Normalize text for exact-duplicate detection: NFKC, lower case, collapsed whitespace.
+///
+/// ASCII input (the common case) skips the Unicode tables, which is several times faster and
+/// gives the same result since NFKC is the identity on ASCII.
+pub fn normalize_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    if text.is_ascii() {
+        push_collapsed(&mut out, text.bytes().map(|b| b.to_ascii_lowercase() as char));
+    } else {
+        let nfkc: String = text.nfkc().collect();
+        push_collapsed(&mut out, nfkc.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+fn push_collapsed(out: &mut String, chars: impl Iterator<Item = char>) {
+    let mut pending_space = false;
+    for c in chars {
+        if c.is_whitespace() {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
+        }
+    }
+}
+
+/// Hex sha256 of the normalized text.
+pub fn content_hash(text: &str) -> String {
+    sha256_hex(normalize_text(text).as_bytes())
+}
+
+/// Parse a contributor folder name as an address.
+///
+/// Accepts `0x` + 40 hex digits; all-lower or all-upper case is taken as is, mixed case must be a
+/// valid EIP-55 checksum. Returns the lower-case form used in every table.
+pub fn parse_address(s: &str) -> Option<String> {
+    let hex_part = s.strip_prefix("0x")?;
+    if hex_part.len() != 40 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let has_lower = hex_part.bytes().any(|b| b.is_ascii_lowercase());
+    let has_upper = hex_part.bytes().any(|b| b.is_ascii_uppercase());
+    if has_lower && has_upper {
+        alloy_primitives::Address::parse_checksummed(s, None).ok()?;
+    }
+    Some(format!("0x{}", hex_part.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_matches_design() {
+        assert_eq!(normalize_text("  Hello\t\nWORLD  "), "hello world");
+        // NFKC folds the ligature and full-width letters.
+        assert_eq!(normalize_text("ﬁne Ｔｅｘｔ"), "fine text");
+        assert_eq!(content_hash("Hello  world"), content_hash("hello world"));
+    }
+
+    #[test]
+    fn contribution_id_depends_on_file_and_row() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        assert_ne!(contribution_id(&a, 0), contribution_id(&a, 1));
+        assert_ne!(contribution_id(&a, 0), contribution_id(&b, 0));
+        assert_eq!(contribution_id(&a, 7).len(), 64);
+    }
+
+    #[test]
+    fn addresses() {
+        let lower = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+        assert_eq!(parse_address(lower).as_deref(), Some(lower));
+        assert!(parse_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_some());
+        assert!(parse_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD").is_none());
+        assert!(parse_address("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_none());
+        assert!(parse_address("0xzz").is_none());
+        assert!(parse_address("alice").is_none());
+    }
+}

@@ -1,0 +1,365 @@
+//! Ingestion: inbox drops → `bronze.contributions`, exactly once, with every file logged.
+//!
+//! [`IngestBuilder`] plans (list the inbox, drop what the log has already judged), validates files
+//! concurrently, then applies the order-dependent rules (duplicate files, per-epoch limits) in key
+//! order so a run is deterministic, and commits each batch through [`commit`]'s exactly-once
+//! protocol. `dry_run` stops before the commit and reports what would happen.
+
+pub mod commit;
+pub mod inbox;
+pub mod log;
+pub mod signature;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::epoch::epoch_of;
+use crate::error::{Error, Result};
+use crate::reason::ReasonCode;
+use crate::tables::Tables;
+use inbox::{InboxEntry, SIG_SUFFIX};
+use log::{FileStatus, LogEntry, LogState};
+use validate::{RowContext, Validated};
+
+/// Progress events for a progress bar.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The plan is made: this many files to judge.
+    Planned {
+        /// Files not yet judged.
+        files: usize,
+    },
+    /// One more file judged.
+    FileDone,
+    /// A batch committed.
+    Committed {
+        /// Its number.
+        batch: i64,
+        /// Rows it added.
+        rows: u64,
+    },
+}
+
+/// Callback receiving [`Progress`] events.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// What an ingest run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestSummary {
+    /// Objects listed in the inbox (without `.sig` companions).
+    pub files_listed: usize,
+    /// Already judged earlier (same path and bytes, or same listing metadata).
+    pub files_skipped: usize,
+    /// Accepted in this run.
+    pub files_accepted: usize,
+    /// Quarantined in this run.
+    pub files_quarantined: usize,
+    /// Quarantined files per reason code.
+    pub quarantined_by_reason: BTreeMap<String, usize>,
+    /// Rows appended to bronze.
+    pub rows_added: u64,
+    /// Content bytes appended.
+    pub bytes_added: u64,
+    /// Batches committed.
+    pub batches: Vec<i64>,
+    /// A batch replayed from bronze's commit info after an interrupted run.
+    pub recovered_batch: Option<i64>,
+    /// Listing errors (names the store cannot represent).
+    pub unreadable: Vec<String>,
+    /// Every file judged in this run, with its status and reason.
+    pub judged: Vec<LogEntry>,
+    /// True if nothing was committed.
+    pub dry_run: bool,
+}
+
+/// Builds and runs one ingest pass (`tributary ingest`).
+pub struct IngestBuilder {
+    config: Arc<Config>,
+    tables: Tables,
+    datanet: Option<String>,
+    dry_run: bool,
+    progress: Option<ProgressFn>,
+    cancel: Option<Arc<AtomicBool>>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl IngestBuilder {
+    /// An ingest pass over every datanet's inbox.
+    pub fn new(config: Arc<Config>, tables: Tables) -> Self {
+        IngestBuilder { config, tables, datanet: None, dry_run: false, progress: None, cancel: None, now: None }
+    }
+
+    /// Only this datanet's inbox.
+    pub fn with_datanet(mut self, datanet: Option<String>) -> Self {
+        self.datanet = datanet;
+        self
+    }
+
+    /// Judge files but commit nothing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Receive progress events.
+    pub fn with_progress(mut self, progress: ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Stop after the current batch's commit once `cancel` is set (Ctrl-C).
+    pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// Use this clock instead of the system's (tests, backfills).
+    pub fn with_now(mut self, now: chrono::DateTime<chrono::Utc>) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    fn emit(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(p);
+        }
+    }
+
+    /// Run the pass.
+    pub async fn execute(self) -> Result<IngestSummary> {
+        if let Some(d) = &self.datanet {
+            if self.config.datanet(d).is_none() {
+                return Err(Error::Config(format!("unknown datanet `{d}` (not in the config)")));
+            }
+        }
+        let mut summary = IngestSummary { dry_run: self.dry_run, ..Default::default() };
+        if !self.dry_run {
+            summary.recovered_batch = commit::recover(&self.tables).await?;
+        }
+        let mut state = log::load_state(&self.tables).await?;
+        let (listed, unreadable) = inbox::list(self.tables.warehouse(), self.datanet.as_deref()).await?;
+        summary.files_listed = listed.len();
+        summary.unreadable = unreadable;
+        let todo: Vec<InboxEntry> = listed
+            .into_iter()
+            .filter(|e| !state.seen_listing.contains(&(e.path.clone(), e.size, e.etag.clone())))
+            .collect();
+        summary.files_skipped = summary.files_listed - todo.len();
+        self.emit(Progress::Planned { files: todo.len() });
+
+        let tables = commit::IngestTables::open(&self.tables).await?;
+        let mut next_batch = tables.next_batch().await?;
+        drop(tables);
+        let max_files = self.config.ingest.max_files_per_batch;
+        let mut queue = todo.into_iter().peekable();
+        while queue.peek().is_some() {
+            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+                break;
+            }
+            let now = self.now.unwrap_or_else(chrono::Utc::now);
+            let chunk: Vec<InboxEntry> = queue.by_ref().take(max_files).collect();
+            let batch = next_batch;
+            let judged = self.judge_chunk(chunk, batch, now).await?;
+
+            let mut rows = Vec::new();
+            let mut entries = Vec::new();
+            let mut batch_rows = 0u64;
+            for (mut entry, validated) in judged {
+                if entry.sha256.as_ref().is_some_and(|sha| state.seen_bytes.contains(&(entry.path.clone(), sha.clone()))) {
+                    // Same bytes re-listed under new metadata (e.g. touched): already judged.
+                    summary.files_skipped += 1;
+                    continue;
+                }
+                self.apply_stateful_rules(&mut state, &mut entry, validated.as_ref());
+                if entry.status == FileStatus::Accepted {
+                    if let Some(v) = validated {
+                        batch_rows += v.rows.num_rows() as u64;
+                        rows.push(v.rows);
+                    }
+                }
+                state.add(&entry);
+                match entry.status {
+                    FileStatus::Accepted => {
+                        summary.files_accepted += 1;
+                        summary.rows_added += entry.rows;
+                        summary.bytes_added += entry.bytes;
+                    }
+                    FileStatus::Quarantined => {
+                        summary.files_quarantined += 1;
+                        *summary.quarantined_by_reason.entry(entry.reason.clone().unwrap_or_default()).or_default() += 1;
+                    }
+                }
+                entries.push(entry);
+                self.emit(Progress::FileDone);
+            }
+            if !entries.is_empty() && !self.dry_run {
+                commit::commit_batch(&self.tables, batch, rows, &entries).await?;
+                summary.batches.push(batch);
+                self.emit(Progress::Committed { batch, rows: batch_rows });
+                next_batch += 1;
+            }
+            summary.judged.extend(entries);
+        }
+        Ok(summary)
+    }
+
+    /// Validate a chunk of files concurrently; results come back in key order.
+    async fn judge_chunk(
+        &self,
+        chunk: Vec<InboxEntry>,
+        batch: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(LogEntry, Option<Validated>)>> {
+        let epoch = epoch_of(&self.config, now)?;
+        let micros = now.timestamp_micros();
+        let results: Vec<Result<(LogEntry, Option<Validated>)>> = futures::stream::iter(chunk)
+            .map(|entry| self.judge_file(entry, batch, epoch, micros))
+            .buffered(self.config.ingest.concurrency)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn judge_file(
+        &self,
+        entry: InboxEntry,
+        batch: i64,
+        epoch: i64,
+        micros: i64,
+    ) -> Result<(LogEntry, Option<Validated>)> {
+        let mut log = LogEntry {
+            path: entry.path.clone(),
+            datanet: None,
+            contributor: None,
+            size: entry.size,
+            etag: entry.etag.clone(),
+            sha256: None,
+            status: FileStatus::Quarantined,
+            reason: None,
+            detail: None,
+            rows: 0,
+            bytes: 0,
+            epoch,
+            batch,
+            ingested_at_micros: micros,
+        };
+        let quarantine = |mut log: LogEntry, (code, detail): (ReasonCode, String)| {
+            log.status = FileStatus::Quarantined;
+            log.reason = Some(code.as_str().to_string());
+            log.detail = Some(detail);
+            Ok((log, None))
+        };
+        let parsed = match inbox::parse_path(&entry.path) {
+            Ok(p) => p,
+            Err(r) => return quarantine(log, r),
+        };
+        log.contributor = Some(parsed.contributor.clone());
+        let Some(datanet) = self.config.datanet(&parsed.datanet).cloned() else {
+            return quarantine(log, (ReasonCode::UnknownDatanet, format!("datanet `{}` is not declared", parsed.datanet)));
+        };
+        log.datanet = Some(datanet.name.clone());
+        if entry.size > datanet.max_file_bytes {
+            return quarantine(
+                log,
+                (ReasonCode::FileTooLarge, format!("{} bytes, over max_file_bytes {}", entry.size, datanet.max_file_bytes)),
+            );
+        }
+        let store = self.tables.warehouse().store().clone();
+        let location = Path::from(entry.path.as_str());
+        let bytes: Bytes = match store.get(&location).await {
+            Ok(r) => r.bytes().await?,
+            // Deleted between listing and reading: nothing to judge, nothing to log.
+            Err(object_store::Error::NotFound { .. }) => {
+                return quarantine(log, (ReasonCode::InvalidPath, "file vanished before it could be read".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let datanet_cfg = datanet.clone();
+        let path = entry.path.clone();
+        let contributor = parsed.contributor.clone();
+        let sig_bytes = if datanet.require_signature {
+            match store.get(&Path::from(format!("{}{SIG_SUFFIX}", entry.path))).await {
+                Ok(r) => Some(r.bytes().await?),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        // Hashing and decoding are CPU work: keep them off the async workers.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let sha: [u8; 32] = Sha256::digest(&bytes).into();
+            let sha_hex = hex::encode(sha);
+            if datanet_cfg.require_signature {
+                let Some(sig) = sig_bytes else {
+                    return (sha_hex, Err((ReasonCode::SignatureMissing, "datanet requires <file>.sig".to_string())));
+                };
+                if let Err(r) = signature::verify(&sig, &sha_hex, &contributor) {
+                    return (sha_hex, Err(r));
+                }
+            }
+            let ctx = RowContext {
+                datanet: datanet_cfg.name.clone(),
+                contributor,
+                file_path: path,
+                file_sha256: sha,
+                epoch,
+                ingested_at_micros: micros,
+                batch,
+            };
+            (sha_hex, validate::validate_file(bytes, &datanet_cfg, &ctx))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?;
+        let (sha_hex, result) = outcome;
+        log.sha256 = Some(sha_hex);
+        match result {
+            Ok(v) => {
+                log.status = FileStatus::Accepted;
+                log.rows = v.rows.num_rows() as u64;
+                log.bytes = v.content_bytes;
+                Ok((log, Some(v)))
+            }
+            Err(r) => quarantine(log, r),
+        }
+    }
+
+    /// Rules that depend on what was accepted before (in the log or earlier in this run).
+    fn apply_stateful_rules(&self, state: &mut LogState, entry: &mut LogEntry, validated: Option<&Validated>) {
+        if entry.status != FileStatus::Accepted || validated.is_none() {
+            return;
+        }
+        let (Some(d), Some(c), Some(sha)) = (entry.datanet.clone(), entry.contributor.clone(), entry.sha256.clone()) else {
+            return;
+        };
+        let refuse = |entry: &mut LogEntry, code: ReasonCode, detail: String| {
+            entry.status = FileStatus::Quarantined;
+            entry.reason = Some(code.as_str().to_string());
+            entry.detail = Some(detail);
+            entry.rows = 0;
+            entry.bytes = 0;
+        };
+        if state.accepted.contains(&(d.clone(), c.clone(), sha.clone())) {
+            refuse(entry, ReasonCode::DuplicateFile, format!("same bytes ({}) already accepted from {c}", &sha[..12]));
+            return;
+        }
+        let Some(cfg) = self.config.datanet(&d) else { return };
+        let (used_rows, used_bytes) = state.usage.get(&(d.clone(), c.clone(), entry.epoch)).copied().unwrap_or((0, 0));
+        if cfg.daily_row_limit > 0 && used_rows + entry.rows > cfg.daily_row_limit {
+            let detail = format!("{used_rows} + {} rows > daily_row_limit {}", entry.rows, cfg.daily_row_limit);
+            refuse(entry, ReasonCode::DailyRowLimitExceeded, detail);
+        } else if cfg.daily_byte_limit > 0 && used_bytes + entry.bytes > cfg.daily_byte_limit {
+            let detail = format!("{used_bytes} + {} bytes > daily_byte_limit {}", entry.bytes, cfg.daily_byte_limit);
+            refuse(entry, ReasonCode::DailyByteLimitExceeded, detail);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests of the `tributary` binary.
+
+mod cli;
+mod kill;
