@@ -19,8 +19,11 @@ pub mod epoch;
 pub mod error;
 pub mod ids;
 pub mod ingest;
+pub mod models;
 pub mod reason;
 pub mod sample;
+pub mod schedule;
+pub mod stages;
 pub mod storage;
 pub mod tables;
 
