@@ -1,0 +1,80 @@
+//! Attribution cost against its baselines, measured in the same run:
+//!
+//! 1. per-example gradients: one backward pass per chunk of rows (per-row LoRA leaves, the low-rank
+//!    outer products left to backprop) against the naive loop of one backward pass per row;
+//! 2. each method's full attribution time against one training epoch (the target: the
+//!    default method at most 2× an epoch).
+//!
+//! `cargo bench -p tributary-jobs --bench attribution` (a few minutes on 2 cores; builds the tiny
+//! base model first if `TRIBUTARY_BENCH_BASE` does not point at a model directory).
+
+use std::time::Instant;
+
+use tributary_jobs::attribute::grads::{chunk_grads, per_example_grads};
+use tributary_jobs::attribute::{self, AttributionConfig, Method, NoCache};
+use tributary_jobs::base_model::{self, BaseModelSpec};
+use tributary_jobs::compute::Compute;
+use tributary_jobs::corpus::KbSpec;
+use tributary_jobs::model::{BaseModel, ModelFiles};
+use tributary_jobs::tokenizer::Encoded;
+use tributary_jobs::train::{Quiet, TrainConfig, train_adapter};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `cargo test --all-targets` runs bench targets without `--bench`: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("attribution bench: run with `cargo bench -p tributary-jobs --bench attribution`");
+        return Ok(());
+    }
+    let device = Compute::Cpu.device()?;
+    let files = match std::env::var("TRIBUTARY_BENCH_BASE") {
+        Ok(dir) => ModelFiles::read_dir(std::path::Path::new(&dir))?,
+        Err(_) => {
+            eprintln!("training the tiny base model (set TRIBUTARY_BENCH_BASE to a model dir to skip)…");
+            let (m, t, _) = base_model::train(&BaseModelSpec::default(), &device, &mut |_| {})?;
+            tributary_jobs::model::loader::model_files(&m, &t)?
+        }
+    };
+    let base = BaseModel::from_files("bench", &files, &device)?;
+    let kb = KbSpec::default().generate();
+    let enc = |rows: &[tributary_jobs::corpus::KbRow]| -> Result<Vec<Encoded>, tributary_jobs::Error> {
+        rows.iter().map(|r| base.tokenizer.encode_pair(&r.prompt, &r.completion)).collect()
+    };
+    let (train, val) = (enc(&kb.train)?, enc(&kb.val)?);
+    let cfg = TrainConfig::default();
+    let pad = base.tokenizer.eot();
+
+    let t = Instant::now();
+    let out = train_adapter(&base.model, &train, &val, &cfg, pad, None, &mut Quiet)?;
+    let epoch = t.elapsed().as_secs_f64() / cfg.epochs as f64;
+    println!("model: {} weights; adapter: {} weights; {} training rows, {} validation rows", base.model.config.num_params(), out.adapter.num_params(), train.len(), val.len());
+    println!("one training epoch: {epoch:.3}s (baseline for the cost ratios)");
+
+    // 1. Per-example gradients: chunked vs one row per backward pass.
+    let rows = &train[..64.min(train.len())];
+    let t = Instant::now();
+    let naive: Vec<_> = rows.iter().map(|r| chunk_grads(&base.model, &out.adapter, std::slice::from_ref(r), pad)).collect::<Result<_, _>>()?;
+    let naive_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let chunked = per_example_grads(&base.model, &out.adapter, rows, pad, 32)?;
+    let chunked_s = t.elapsed().as_secs_f64();
+    let naive = tributary_jobs::attribute::grads::GradBlocks::concat(naive)?;
+    let mut worst = 0f32;
+    for (a, b) in naive.blocks.iter().zip(&chunked.blocks) {
+        let d = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
+        worst = worst.max(d);
+    }
+    println!(
+        "per-example gradients of {} rows: one backward per row {naive_s:.3}s, one per 32-row chunk {chunked_s:.3}s → {:.1}× faster (max difference {worst:.2e})",
+        rows.len(),
+        naive_s / chunked_s
+    );
+
+    // 2. Each method against one epoch.
+    for m in Method::ALL {
+        let t = Instant::now();
+        attribute::attribute(&base.model, &out.adapter, &out.tracin, &train, &val, pad, cfg.batch_size, &AttributionConfig::new(m), &mut NoCache)?;
+        let s = t.elapsed().as_secs_f64();
+        println!("{:<12} {s:.3}s = {:.2}× one training epoch", m.name(), s / epoch);
+    }
+    Ok(())
+}

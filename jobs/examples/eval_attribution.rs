@@ -1,0 +1,50 @@
+//! The attribution benchmark without the CLI or a warehouse: trains the tiny base model in memory
+//! (or loads one from a directory) and prints the benchmark table.
+//!
+//! `cargo run --release -p tributary-jobs --example eval_attribution -- [SUBSETS] [BASE_MODEL_DIR]`
+//!
+//! With fewer subsets than the published 50 it is a quick smoke run of the same code path that
+//! `tributary eval attribution` runs.
+
+use tributary_jobs::base_model::{self, BaseModelSpec};
+use tributary_jobs::compute::Compute;
+use tributary_jobs::eval::{self, EvalConfig, EvalProgress};
+use tributary_jobs::model::{BaseModel, ModelFiles};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let subsets = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
+    let device = Compute::Cpu.device()?;
+    let files = match args.get(2) {
+        Some(dir) if std::path::Path::new(dir).join("config.json").exists() => ModelFiles::read_dir(std::path::Path::new(dir))?,
+        other => {
+            let t = std::time::Instant::now();
+            let (m, tok, report) = base_model::train(&BaseModelSpec::default(), &device, &mut |_| {})?;
+            eprintln!("base model: {} steps in {:.1}s, held-out loss {:.3}", report.steps_done, t.elapsed().as_secs_f64(), report.heldout_loss);
+            let files = tributary_jobs::model::loader::model_files(&m, &tok)?;
+            if let Some(dir) = other {
+                files.write_dir(std::path::Path::new(dir))?;
+            }
+            files
+        }
+    };
+    let base = BaseModel::from_files("tributary-base", &files, &device)?;
+    let mut cfg = EvalConfig { subsets, ..EvalConfig::default() };
+    // Optional overrides, as JSON: TRIBUTARY_EVAL_TRAIN (a TrainConfig), TRIBUTARY_EVAL_KB (a KbSpec).
+    if let Ok(j) = std::env::var("TRIBUTARY_EVAL_TRAIN") {
+        cfg.train = serde_json::from_str(&j)?;
+    }
+    if let Ok(j) = std::env::var("TRIBUTARY_EVAL_KB") {
+        cfg.kb = serde_json::from_str(&j)?;
+    }
+    if let Ok(m) = std::env::var("TRIBUTARY_EVAL_METHODS") {
+        cfg.methods = m.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    }
+    let report = eval::run(&base, &cfg, &|p| {
+        if let EvalProgress::Phase(m) = p {
+            eprintln!("  {m}");
+        }
+    })?;
+    println!("{}", report.markdown());
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Batching encoded rows and the per-example language-model loss.
+//!
+//! Rows are right-padded to the longest row of the batch. Causal attention alone keeps padding
+//! from reaching real tokens (padding only ever follows them), and the loss mask removes padded
+//! positions, so no attention mask is needed for training batches.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::model::{LlamaModel, LoraHook, ModelInput};
+use crate::tokenizer::Encoded;
+
+/// A padded batch: inputs, next-token targets and the loss mask.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Model input (`tokens[..n-1]` of each row).
+    pub input: ModelInput,
+    /// Next-token targets (`tokens[1..]`), `[batch, seq]`.
+    pub targets: Tensor<2, Int>,
+    /// 1 where the target counts in the loss, `[batch, seq]`.
+    pub mask: Tensor<2>,
+    /// Loss tokens per row (at least 1), `[batch, 1]`.
+    pub counts: Tensor<2>,
+}
+
+impl Batch {
+    /// Pad `rows` into one batch. `pad` fills padded positions (it never counts in the loss).
+    pub fn new(rows: &[&Encoded], pad: u32, device: &Device) -> Batch {
+        let b = rows.len();
+        let t = rows.iter().map(|r| r.tokens.len().saturating_sub(1)).max().unwrap_or(0).max(1);
+        let mut tokens = vec![pad as i64; b * t];
+        let mut targets = vec![pad as i64; b * t];
+        let mut mask = vec![0f32; b * t];
+        let mut counts = vec![0f32; b];
+        for (i, r) in rows.iter().enumerate() {
+            let n = r.tokens.len();
+            for j in 0..n.saturating_sub(1) {
+                tokens[i * t + j] = r.tokens[j] as i64;
+                targets[i * t + j] = r.tokens[j + 1] as i64;
+                if r.loss_mask[j + 1] {
+                    mask[i * t + j] = 1.0;
+                    counts[i] += 1.0;
+                }
+            }
+            counts[i] = counts[i].max(1.0);
+        }
+        let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [b, t]), device);
+        Batch {
+            input: ModelInput::causal(tokens, 0),
+            targets: Tensor::from_data(TensorData::new(targets, [b, t]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
+            counts: Tensor::from_data(TensorData::new(counts, [b, 1]), device),
+        }
+    }
+
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.targets.dims()[0]
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Mean token cross-entropy of each row over its loss tokens, `[batch]`.
+pub fn per_example_loss(model: &LlamaModel, batch: &Batch, lora: Option<&dyn LoraHook>) -> Tensor<1> {
+    let logits = model.forward_logits(batch.input.clone(), None, lora);
+    let [b, t, _] = logits.dims();
+    let logp = log_softmax(logits, 2);
+    let picked = logp.gather(2, batch.targets.clone().reshape([b, t, 1])).reshape([b, t]);
+    let nll = (picked * batch.mask.clone()).sum_dim(1).neg() / batch.counts.clone();
+    nll.reshape([b])
+}
+
+/// Per-row losses of `rows` under `model` + `lora`, in chunks of `chunk` rows (no gradients).
+pub fn losses(
+    model: &LlamaModel,
+    rows: &[Encoded],
+    lora: Option<&dyn LoraHook>,
+    pad: u32,
+    chunk: usize,
+) -> crate::Result<Vec<f64>> {
+    let device = model.device();
+    let mut out = Vec::with_capacity(rows.len());
+    for part in rows.chunks(chunk.max(1)) {
+        let refs: Vec<&Encoded> = part.iter().collect();
+        let batch = Batch::new(&refs, pad, &device);
+        let l = per_example_loss(model, &batch, lora);
+        let v = l
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| crate::Error::Internal(format!("reading losses: {e:?}")))?;
+        out.extend(v.into_iter().map(f64::from));
+    }
+    Ok(out)
+}

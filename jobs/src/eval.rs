@@ -1,0 +1,496 @@
+//! `tributary eval attribution`: how far the influence scores can be trusted.
+//!
+//! A benchmark, not a test. On a knowledge-base datanet ([`crate::corpus::KbSpec`]: consistent
+//! facts about invented regions, rows owned by ~30 contributors, a clean validation set) it trains
+//! an adapter, attributes it with every method, and measures, for a *corrupted* scenario (20% of
+//! the training rows have falsified answers, mostly from a few careless contributors) and a
+//! *clean* one:
+//!
+//! - **detection AUC** of the falsified rows from train→validation influence (low = suspect), from
+//!   self-influence (high = suspect), and, as the strong baseline, from each row's training loss;
+//! - **example-level LDS** (linear datamodeling score): over `subsets` retrainings on random 50%
+//!   subsets of the rows, the Spearman correlation, per validation row and then averaged, between
+//!   the loss the scores predict (`-Σ_{i∈S} τ(i, v)`) and the loss actually measured;
+//! - **contributor-level LDS**: the same with random halves of the *contributors* left out,
+//!   correlated on the mean validation loss;
+//! - the **noise ceiling**: the same LDS when the "prediction" is a second retraining of each
+//!   subset from another seed (no attribution method can beat retraining noise), with every LDS
+//!   also reported as a fraction of it;
+//! - a **random-score control** (LDS ≈ 0) and the **cost** of each method relative to one training
+//!   epoch.
+//!
+//! Retrainings run on `threads` worker threads; every figure is deterministic in the seed.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::attribute::{self, AttributionConfig, Method, NoCache, Scores};
+use crate::batch::losses;
+use crate::corpus::{KbDatanet, KbSpec};
+use crate::error::{Error, Result};
+use crate::model::BaseModel;
+use crate::tokenizer::Encoded;
+use crate::train::{Quiet, TrainConfig, train_adapter};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalConfig {
+    /// The datanet (its `corrupt_frac` is overridden per scenario).
+    pub kb: KbSpec,
+    /// Training settings (also for every retraining).
+    pub train: TrainConfig,
+    /// Retrainings per LDS (each also retrained once more from another seed for the ceiling).
+    pub subsets: usize,
+    /// Methods to evaluate.
+    pub methods: Vec<Method>,
+    /// Falsified fraction of the corrupted scenario.
+    pub corrupt_frac: f64,
+    /// Worker threads for retrainings.
+    pub threads: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            kb: KbSpec::default(),
+            train: TrainConfig::default(),
+            subsets: 50,
+            methods: Method::ALL.to_vec(),
+            corrupt_frac: 0.2,
+            threads: 2,
+        }
+    }
+}
+
+/// Figures of one method in one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodFigures {
+    /// `exact-block`, …, or a baseline (`training loss`, `random`).
+    pub name: String,
+    /// Detection AUC from train→validation influence (corrupted scenario only).
+    pub auc_influence: Option<f64>,
+    /// Detection AUC from self-influence (corrupted scenario only).
+    pub auc_self: Option<f64>,
+    /// Example-level LDS.
+    pub lds_example: Option<f64>,
+    /// Contributor-level LDS.
+    pub lds_contributor: Option<f64>,
+    /// Seconds spent attributing.
+    pub seconds: Option<f64>,
+    /// `seconds` / seconds of one training epoch.
+    pub cost_epochs: Option<f64>,
+}
+
+/// One scenario's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// `corrupted` or `clean`.
+    pub name: String,
+    /// Training rows.
+    pub train_rows: usize,
+    /// Falsified rows.
+    pub corrupted_rows: usize,
+    /// Validation rows.
+    pub val_rows: usize,
+    /// Contributors.
+    pub contributors: usize,
+    /// Validation loss of the base model.
+    pub base_val_loss: f64,
+    /// Validation loss after training on all rows.
+    pub trained_val_loss: f64,
+    /// Seconds of one training epoch on all rows.
+    pub epoch_seconds: f64,
+    /// Noise ceiling of the example-level LDS.
+    pub ceiling_example: f64,
+    /// Noise ceiling of the contributor-level LDS.
+    pub ceiling_contributor: f64,
+    /// Methods and baselines.
+    pub methods: Vec<MethodFigures>,
+    /// Retrainings run.
+    pub retrainings: usize,
+    /// Wall seconds of the scenario.
+    pub seconds: f64,
+}
+
+/// The whole benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Settings.
+    pub config: EvalConfig,
+    /// `corrupted`, then `clean`.
+    pub scenarios: Vec<ScenarioReport>,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// Progress of the benchmark.
+#[derive(Debug, Clone)]
+pub enum EvalProgress {
+    /// A phase started.
+    Phase(String),
+    /// A retraining finished.
+    Retrained {
+        /// Done so far in this scenario.
+        done: usize,
+        /// Planned in this scenario.
+        total: usize,
+    },
+}
+
+/// Ranks with ties averaged (1-based).
+pub fn ranks(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Pearson correlation (0 when either side is constant).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx <= 0.0 || syy <= 0.0 { 0.0 } else { sxy / (sxx * syy).sqrt() }
+}
+
+/// Spearman rank correlation.
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
+/// ROC AUC of `scores` for `labels` (true = positive), ties counted half.
+pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
+    let r = ranks(scores);
+    let pos = labels.iter().filter(|l| **l).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    let sum: f64 = r.iter().zip(labels).filter(|(_, l)| **l).map(|(r, _)| *r).sum();
+    (sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// A retraining job: which rows, which seed.
+struct Retraining {
+    rows: Vec<usize>,
+    seed: u64,
+}
+
+/// Train on `rows` of `train` with `seed`; return the per-row validation losses.
+fn retrain(base: &BaseModel, train: &[Encoded], val: &[Encoded], cfg: &TrainConfig, job: &Retraining) -> Result<Vec<f64>> {
+    let subset: Vec<Encoded> = job.rows.iter().map(|&i| train[i].clone()).collect();
+    let cfg = TrainConfig { seed: job.seed, ..cfg.clone() };
+    let out = train_adapter(&base.model, &subset, &[], &cfg, base.tokenizer.eot(), None, &mut Quiet)?;
+    losses(&base.model, val, Some(&out.adapter.hook()), base.tokenizer.eot(), 64)
+}
+
+/// Run `jobs` on `threads` threads, results in job order.
+fn run_all(
+    base: &BaseModel,
+    train: &[Encoded],
+    val: &[Encoded],
+    cfg: &TrainConfig,
+    jobs: &[Retraining],
+    threads: usize,
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<Vec<Vec<f64>>> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Vec<f64>>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    if k >= jobs.len() {
+                        break;
+                    }
+                    let r = retrain(base, train, val, cfg, &jobs[k]);
+                    // A poisoned lock means another worker panicked; its result slot stays empty.
+                    let mut guard = results.lock().unwrap_or_else(|p| p.into_inner());
+                    guard[k] = Some(r);
+                    drop(guard);
+                    let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    progress(EvalProgress::Retrained { done: d, total: jobs.len() });
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a retraining worker died".into()))))
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Example-level LDS of `pred[j][v]` against `actual[j][v]`: Spearman over `j`, mean over `v`.
+fn lds_example(pred: &[Vec<f64>], actual: &[Vec<f64>]) -> f64 {
+    let m = actual.first().map(Vec::len).unwrap_or(0);
+    let per_v: Vec<f64> = (0..m)
+        .map(|v| {
+            let p: Vec<f64> = pred.iter().map(|r| r[v]).collect();
+            let a: Vec<f64> = actual.iter().map(|r| r[v]).collect();
+            spearman(&p, &a)
+        })
+        .collect();
+    mean(&per_v)
+}
+
+/// Predicted validation losses (up to a constant) of each subset under `scores`.
+fn predicted(scores: &Scores, subsets: &[Vec<usize>]) -> Vec<Vec<f64>> {
+    subsets
+        .iter()
+        .map(|rows| (0..scores.n_val).map(|v| -rows.iter().map(|&i| scores.pair(i, v)).sum::<f64>()).collect())
+        .collect()
+}
+
+/// Run one scenario.
+fn scenario(
+    name: &str,
+    base: &BaseModel,
+    kb: &KbDatanet,
+    cfg: &EvalConfig,
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<ScenarioReport> {
+    let started = Instant::now();
+    let tok = &base.tokenizer;
+    let pad = tok.eot();
+    let train: Vec<Encoded> =
+        kb.train.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect::<Result<_>>()?;
+    let val: Vec<Encoded> = kb.val.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect::<Result<_>>()?;
+    let labels: Vec<bool> = kb.train.iter().map(|r| r.corrupted).collect();
+    let corrupted_rows = labels.iter().filter(|l| **l).count();
+    let n = train.len();
+
+    progress(EvalProgress::Phase(format!("{name}: training on all {n} rows")));
+    let t0 = Instant::now();
+    let full = train_adapter(&base.model, &train, &val, &cfg.train, pad, None, &mut Quiet)?;
+    let epoch_seconds = t0.elapsed().as_secs_f64() / cfg.train.epochs.max(1) as f64;
+    let train_loss = losses(&base.model, &train, Some(&full.adapter.hook()), pad, 64)?;
+
+    let mut method_scores = Vec::new();
+    for &m in &cfg.methods {
+        progress(EvalProgress::Phase(format!("{name}: attributing with {m}")));
+        let t = Instant::now();
+        let s = attribute::attribute(
+            &base.model,
+            &full.adapter,
+            &full.tracin,
+            &train,
+            &val,
+            pad,
+            cfg.train.batch_size,
+            &AttributionConfig::new(m),
+            &mut NoCache,
+        )?;
+        method_scores.push((m, s, t.elapsed().as_secs_f64()));
+    }
+
+    // Subsets: random halves of the rows, and rows of random halves of the contributors.
+    let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0x1d5);
+    let contributors = cfg.kb.contributors.max(1);
+    let mut row_subsets = Vec::new();
+    let mut contrib_subsets = Vec::new();
+    for _ in 0..cfg.subsets {
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.shuffle(&mut rng);
+        idx.truncate(n / 2);
+        idx.sort_unstable();
+        row_subsets.push(idx);
+        let mut cs: Vec<usize> = (0..contributors).collect();
+        cs.shuffle(&mut rng);
+        cs.truncate(contributors / 2);
+        let rows: Vec<usize> = (0..n).filter(|&i| cs.contains(&kb.train[i].contributor)).collect();
+        contrib_subsets.push(rows);
+    }
+    let mut jobs = Vec::new();
+    for (k, subsets) in [&row_subsets, &contrib_subsets].into_iter().enumerate() {
+        for (j, rows) in subsets.iter().enumerate() {
+            for replica in 0..2u64 {
+                let seed = cfg.train.seed ^ (1000 * (k as u64 + 1) + 10 * j as u64 + replica).wrapping_mul(0x9e37_79b9);
+                jobs.push(Retraining { rows: rows.clone(), seed });
+            }
+        }
+    }
+    progress(EvalProgress::Phase(format!("{name}: {} retrainings on {} threads", jobs.len(), cfg.threads)));
+    let results = run_all(base, &train, &val, &cfg.train, &jobs, cfg.threads, progress)?;
+    let s = cfg.subsets;
+    let (mut ex_a, mut ex_b, mut co_a, mut co_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (k, r) in results.into_iter().enumerate() {
+        let (kind, replica) = (k / (2 * s), k % 2);
+        match (kind, replica) {
+            (0, 0) => ex_a.push(r),
+            (0, _) => ex_b.push(r),
+            (_, 0) => co_a.push(mean(&r)),
+            _ => co_b.push(mean(&r)),
+        }
+    }
+    let ceiling_example = lds_example(&ex_b, &ex_a);
+    let ceiling_contributor = spearman(&co_b, &co_a);
+
+    let contributor_pred = |scores: &Scores| -> Vec<f64> {
+        let inf = scores.row_influence();
+        contrib_subsets.iter().map(|rows| -rows.iter().map(|&i| inf[i]).sum::<f64>()).collect()
+    };
+    let corrupted = corrupted_rows > 0;
+    let mut methods = Vec::new();
+    for (m, scores, seconds) in &method_scores {
+        let inf = scores.row_influence();
+        let neg: Vec<f64> = inf.iter().map(|x| -x).collect();
+        methods.push(MethodFigures {
+            name: m.name().to_string(),
+            auc_influence: corrupted.then(|| auc(&neg, &labels)),
+            auc_self: corrupted.then(|| auc(&scores.self_influence, &labels)),
+            lds_example: Some(lds_example(&predicted(scores, &row_subsets), &ex_a)),
+            lds_contributor: Some(spearman(&contributor_pred(scores), &co_a)),
+            seconds: Some(*seconds),
+            cost_epochs: Some(seconds / epoch_seconds.max(1e-9)),
+        });
+    }
+    methods.push(MethodFigures {
+        name: "training loss".into(),
+        auc_influence: corrupted.then(|| auc(&train_loss, &labels)),
+        auc_self: None,
+        lds_example: None,
+        lds_contributor: None,
+        seconds: None,
+        cost_epochs: None,
+    });
+    let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0xa11ce);
+    let random = Scores {
+        n_train: n,
+        n_val: val.len(),
+        pair: (0..n * val.len()).map(|_| rng.random::<f64>() - 0.5).collect(),
+        self_influence: (0..n).map(|_| rng.random::<f64>()).collect(),
+    };
+    methods.push(MethodFigures {
+        name: "random".into(),
+        auc_influence: corrupted.then(|| auc(&random.row_influence(), &labels)),
+        auc_self: corrupted.then(|| auc(&random.self_influence, &labels)),
+        lds_example: Some(lds_example(&predicted(&random, &row_subsets), &ex_a)),
+        lds_contributor: Some(spearman(&contributor_pred(&random), &co_a)),
+        seconds: None,
+        cost_epochs: None,
+    });
+    Ok(ScenarioReport {
+        name: name.to_string(),
+        train_rows: n,
+        corrupted_rows,
+        val_rows: val.len(),
+        contributors,
+        base_val_loss: full.base_val_loss,
+        trained_val_loss: full.final_val_loss,
+        epoch_seconds,
+        ceiling_example,
+        ceiling_contributor,
+        methods,
+        retrainings: jobs.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Run the benchmark: the corrupted scenario, then the clean one.
+pub fn run(base: &BaseModel, cfg: &EvalConfig, progress: &(dyn Fn(EvalProgress) + Sync)) -> Result<EvalReport> {
+    if cfg.subsets < 2 {
+        return Err(Error::InvalidArgument("LDS needs at least 2 subsets".into()));
+    }
+    let started = Instant::now();
+    let mut scenarios = Vec::new();
+    for (name, frac) in [("corrupted", cfg.corrupt_frac), ("clean", 0.0)] {
+        let kb = KbSpec { corrupt_frac: frac, ..cfg.kb.clone() }.generate();
+        scenarios.push(scenario(name, base, &kb, cfg, progress)?);
+    }
+    Ok(EvalReport { config: cfg.clone(), scenarios, seconds: started.elapsed().as_secs_f64() })
+}
+
+fn fmt_opt(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.2}"),
+        _ => "–".into(),
+    }
+}
+
+fn fmt_frac(x: Option<f64>, ceiling: f64) -> String {
+    match x {
+        Some(v) if v.is_finite() && ceiling > 0.0 => format!("{v:.2} ({:.0}%)", 100.0 * v / ceiling),
+        other => fmt_opt(other),
+    }
+}
+
+impl EvalReport {
+    /// The results as one Markdown table: every method and baseline, both scenarios side by side.
+    pub fn markdown(&self) -> String {
+        let (Some(c), Some(k)) = (self.scenarios.first(), self.scenarios.get(1)) else { return String::new() };
+        let mut out = String::new();
+        out.push_str(
+            "| method | AUC train→val | AUC self-infl. | example LDS (of ceiling) | contributor LDS (of ceiling) | clean: example LDS | clean: contributor LDS | cost (epochs) |\n",
+        );
+        out.push_str("|---|---|---|---|---|---|---|---|\n");
+        for (mc, mk) in c.methods.iter().zip(&k.methods) {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                mc.name,
+                fmt_opt(mc.auc_influence),
+                fmt_opt(mc.auc_self),
+                fmt_frac(mc.lds_example, c.ceiling_example),
+                fmt_frac(mc.lds_contributor, c.ceiling_contributor),
+                fmt_frac(mk.lds_example, k.ceiling_example),
+                fmt_frac(mk.lds_contributor, k.ceiling_contributor),
+                mc.cost_epochs.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "–".into()),
+            ));
+        }
+        out.push_str(&format!(
+            "| noise ceiling (2nd seed) | – | – | {:.2} | {:.2} | {:.2} | {:.2} | – |\n",
+            c.ceiling_example, c.ceiling_contributor, k.ceiling_example, k.ceiling_contributor
+        ));
+        out.push_str(&format!(
+            "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
+             validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings; {:.0}s in all.\n",
+            c.train_rows,
+            c.corrupted_rows,
+            c.val_rows,
+            c.contributors,
+            c.base_val_loss,
+            c.trained_val_loss,
+            k.base_val_loss,
+            k.trained_val_loss,
+            c.epoch_seconds,
+            c.retrainings,
+            k.retrainings,
+            self.seconds
+        ));
+        out
+    }
+}

@@ -1,0 +1,193 @@
+//! Attribution: planted falsified rows get the lowest influence; the job writes both gold tables
+//! with the versions it used, resumes from saved gradient chunks, and every method runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::array::AsArray;
+use tributary_jobs::Error;
+use tributary_jobs::attribute::{self, AttributeEvent, AttributeJob, AttributionConfig, Method, NoCache};
+use tributary_jobs::corpus::KbSpec;
+use tributary_jobs::tokenizer::Encoded;
+use tributary_jobs::train::{Quiet, TrainConfig, TrainJob, train_adapter};
+
+use crate::common::{append_training_set, base, config, kb_rows, memory, put_validation, warehouse_with_base};
+
+#[test]
+fn falsified_rows_rank_in_the_lowest_influence_decile() {
+    let base = base();
+    let kb = KbSpec { seed: 9, regions: 12, train_rows: 160, val_per_region: 2, contributors: 16, corrupt_frac: 0.2 }.generate();
+    let enc = |rows: &[tributary_jobs::corpus::KbRow]| -> Vec<Encoded> {
+        rows.iter().map(|r| base.tokenizer.encode_pair(&r.prompt, &r.completion).expect("encode")).collect()
+    };
+    let (train, val) = (enc(&kb.train), enc(&kb.val));
+    let cfg = TrainConfig::default();
+    let out = train_adapter(&base.model, &train, &val, &cfg, base.tokenizer.eot(), None, &mut Quiet).expect("train");
+    let n = train.len();
+    let corrupted: Vec<bool> = kb.train.iter().map(|r| r.corrupted).collect();
+    let planted = corrupted.iter().filter(|c| **c).count();
+    for method in Method::ALL {
+        let scores = attribute::attribute(
+            &base.model,
+            &out.adapter,
+            &out.tracin,
+            &train,
+            &val,
+            base.tokenizer.eot(),
+            cfg.batch_size,
+            &AttributionConfig::new(method),
+            &mut NoCache,
+        )
+        .expect("attribute");
+        assert_eq!(scores.n_train, n);
+        assert!(scores.pair.iter().chain(&scores.self_influence).all(|x| x.is_finite()));
+        let inf = scores.row_influence();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| inf[a].total_cmp(&inf[b]));
+        let decile = &order[..n / 10];
+        let hit = decile.iter().filter(|&&i| corrupted[i]).count() as f64 / decile.len() as f64;
+        let chance = planted as f64 / n as f64;
+        eprintln!("{method}: {:.0}% of the lowest-influence decile is falsified (chance {:.0}%)", hit * 100.0, chance * 100.0);
+        if method == Method::ExactBlock {
+            assert!(hit >= 3.0 * chance, "{method}: lowest decile {hit:.2} falsified vs chance {chance:.2}");
+            let mean = |f: bool| {
+                let v: Vec<f64> = (0..n).filter(|&i| corrupted[i] == f).map(|i| inf[i]).collect();
+                v.iter().sum::<f64>() / v.len() as f64
+            };
+            assert!(mean(true) < 0.0 && mean(true) < mean(false), "falsified rows should hurt on average");
+        }
+    }
+}
+
+async fn attribution_fixture() -> (tributary_pipeline::Warehouse, tributary_pipeline::Tables, Arc<tributary_pipeline::Config>) {
+    let (w, tables) = memory();
+    warehouse_with_base(&w).await;
+    let kb = KbSpec { seed: 4, regions: 10, train_rows: 100, val_per_region: 2, contributors: 10, corrupt_frac: 0.2 }.generate();
+    append_training_set(&tables, "facts", &kb_rows(&kb.train, 1)).await;
+    put_validation(&w, "validation/facts.parquet", &kb.val).await;
+    let cfg = config("memory://", "facts", "validation/facts.parquet");
+    TrainJob::new(cfg.clone(), tables.clone(), "facts")
+        .with_train_config(TrainConfig { epochs: 2, ..TrainConfig::default() })
+        .execute()
+        .await
+        .expect("train");
+    (w, tables, cfg)
+}
+
+async fn influence_by_id(tables: &tributary_pipeline::Tables, method: &str) -> BTreeMap<String, (f64, f64)> {
+    let batches = tables
+        .query(&format!(
+            "SELECT contribution_id, influence, self_influence FROM gold.example_influence WHERE method = '{method}'"
+        ))
+        .await
+        .expect("query");
+    let mut out = BTreeMap::new();
+    for b in batches {
+        let ids = b.column(0).as_string::<i32>();
+        let inf = b.column(1).as_primitive::<arrow::datatypes::Float64Type>();
+        let sel = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
+        for i in 0..b.num_rows() {
+            out.insert(ids.value(i).to_string(), (inf.value(i), sel.value(i)));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_job_writes_both_tables_and_resumes() {
+    let (_w, tables, cfg) = attribution_fixture().await;
+
+    // A run cancelled after a few gradient chunks keeps them…
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    let progress = Arc::new(move |e: AttributeEvent| {
+        let AttributeEvent::Chunk { done, .. } = e;
+        if done >= 2 {
+            c.store(true, Ordering::SeqCst);
+        }
+    });
+    let small_chunks = AttributionConfig { chunk: 16, ..AttributionConfig::new(Method::ExactBlock) };
+    let cancelled = AttributeJob::new(cfg.clone(), tables.clone(), "facts")
+        .with_attribution(small_chunks.clone())
+        .with_progress(progress)
+        .with_cancel(cancel)
+        .execute()
+        .await;
+    assert!(matches!(cancelled, Err(Error::Cancelled)), "{cancelled:?}");
+    assert!(tables.query("SELECT * FROM gold.example_influence").await.is_err(), "nothing committed by a cancelled run");
+
+    // …and the next run reuses them and finishes.
+    let s = AttributeJob::new(cfg.clone(), tables.clone(), "facts")
+        .with_attribution(small_chunks.clone())
+        .execute()
+        .await
+        .expect("resume");
+    assert!(s.chunks_resumed >= 2, "resumed {} chunks", s.chunks_resumed);
+    assert_eq!(s.rows, 100);
+    assert_eq!(s.method_version, "exact-block/1 damping=0.1");
+    let total: f64 = s.contributors.iter().map(|c| c.share).sum();
+    assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
+
+    let rows = tables
+        .query(
+            "SELECT count(*), count(DISTINCT adapter_version), min(training_set_version), max(training_set_version), \
+             min(method_version) FROM gold.example_influence",
+        )
+        .await
+        .expect("query");
+    let b = &rows[0];
+    assert_eq!(b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 100);
+    assert_eq!(b.column(1).as_primitive::<arrow::datatypes::Int64Type>().value(0), 1);
+    assert_eq!(b.column(4).as_string::<i32>().value(0), "exact-block/1 damping=0.1");
+    let resumed = influence_by_id(&tables, "exact-block").await;
+    assert!(resumed.values().all(|(i, s)| i.is_finite() && s.is_finite() && *s >= 0.0));
+
+    let contributors = tables
+        .query("SELECT sum(share), count(*), sum(rows_accepted) FROM gold.contributor_attribution WHERE method = 'exact-block'")
+        .await
+        .expect("query");
+    let b = &contributors[0];
+    assert!((b.column(0).as_primitive::<arrow::datatypes::Float64Type>().value(0) - 1.0).abs() < 1e-9);
+    assert_eq!(b.column(1).as_primitive::<arrow::datatypes::Int64Type>().value(0), 10);
+    assert_eq!(b.column(2).as_primitive::<arrow::datatypes::Int64Type>().value(0), 100);
+
+    // Already done: nothing recomputed. Forced: recomputed from scratch, bit for bit the same.
+    let again = AttributeJob::new(cfg.clone(), tables.clone(), "facts").with_attribution(small_chunks.clone()).execute().await.expect("again");
+    assert!(again.already_done);
+    AttributeJob::new(cfg.clone(), tables.clone(), "facts")
+        .with_attribution(small_chunks)
+        .with_force(true)
+        .execute()
+        .await
+        .expect("forced");
+    assert_eq!(influence_by_id(&tables, "exact-block").await, resumed, "a resumed run must equal a fresh one");
+
+    // Every other method writes its own rows beside.
+    for m in [Method::DataInf, Method::TracIn, Method::GradDot] {
+        let s = AttributeJob::new(cfg.clone(), tables.clone(), "facts")
+            .with_attribution(AttributionConfig::new(m))
+            .execute()
+            .await
+            .expect("method runs");
+        assert_eq!(s.rows, 100, "{m}");
+        assert_eq!(influence_by_id(&tables, m.name()).await.len(), 100, "{m}");
+    }
+    let per_method = tables
+        .query("SELECT count(DISTINCT method) FROM gold.contributor_attribution")
+        .await
+        .expect("query");
+    assert_eq!(per_method[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_without_an_adapter_says_what_to_run() {
+    let (w, tables) = memory();
+    warehouse_with_base(&w).await;
+    let cfg = config("memory://", "facts", "");
+    match AttributeJob::new(cfg, tables, "facts").with_epoch(Some(4)).execute().await {
+        Err(Error::NotFound(m)) => assert!(m.contains("tributary train --datanet facts --epoch 4"), "{m}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!("bogus".parse::<Method>().is_err());
+}
