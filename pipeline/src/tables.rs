@@ -276,12 +276,16 @@ impl Tables {
     pub async fn open_version(&self, id: &TableId, version: Option<i64>) -> Result<Option<DeltaTable>> {
         let mut b = self.builder(id)?;
         if let Some(v) = version {
+            let v = u64::try_from(v).map_err(|_| Error::NotFound(format!("{id} at negative version {v}")))?;
             b = b.with_version(v);
         }
         match b.load().await {
             Ok(t) => Ok(Some(t)),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
             Err(DeltaTableError::InvalidTableLocation(_)) => Ok(None),
+            // delta-kernel reports a missing local table directory as its own InvalidTableLocation.
+            Err(DeltaTableError::KernelError(k)) if format!("{k:?}").starts_with("InvalidTableLocation") => Ok(None),
+            Err(DeltaTableError::InvalidVersion(v)) => Err(Error::NotFound(format!("{id} has no version {v}"))),
             Err(e) => Err(Error::delta(id.to_string(), e)),
         }
     }
@@ -325,7 +329,7 @@ impl Tables {
                 let [_, layer_name, table_name] = parts.as_slice() else { continue };
                 let id = TableId::new(layer_name.clone(), table_name.clone());
                 if let Some(table) = self.open(&id).await? {
-                    out.insert(id, table.version().unwrap_or(0));
+                    out.insert(id, table.version().map_or(0, |v| v as i64));
                 }
             }
         }
@@ -360,8 +364,8 @@ impl Tables {
             catalog.register_schema(&id.layer, Arc::new(MemorySchemaProvider::new()))?;
         }
         table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(id.to_string(), e))?;
-        let provider = table.table_provider().await.map_err(|e| Error::delta(id.to_string(), e))?;
-        let name = datafusion::sql::TableReference::partial(id.layer.clone(), id.name.clone());
+        let provider = table.table_provider().await?;
+        let name = datafusion::common::TableReference::partial(id.layer.clone(), id.name.clone());
         ctx.deregister_table(name.clone())?;
         ctx.register_table(name, provider)?;
         Ok(())

@@ -40,7 +40,7 @@ pub struct InboxPath {
 /// List every object under `inbox/` (or `inbox/<datanet>/`), sorted by key, without `.sig` files.
 pub async fn list(warehouse: &Warehouse, datanet: Option<&str>) -> Result<(Vec<InboxEntry>, Vec<String>)> {
     let root = match datanet {
-        Some(d) => Path::from(prefix::INBOX).child(d),
+        Some(d) => Path::from(format!("{}/{d}", prefix::INBOX)),
         None => Path::from(prefix::INBOX),
     };
     let mut stream = warehouse.store().list(Some(&root));

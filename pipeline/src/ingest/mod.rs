@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};

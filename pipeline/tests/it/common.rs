@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use bytes::Bytes;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path;
 use tributary_pipeline::config::{Config, DatanetConfig, DatanetKind};
 use tributary_pipeline::ingest::{IngestBuilder, IngestSummary};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryArray, DictionaryArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray};
+use arrow::array::{Array, ArrayRef, BinaryArray, DictionaryArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -45,9 +45,9 @@ async fn hostile_corpus_gets_precise_reasons() {
     let signed = format!("inbox/signed/{addr}");
     let good = texts(&["a perfectly good row of text", "and another one"]);
 
-    let mut expect: Vec<(String, &str)> = Vec::new();
+    let mut expect: Vec<(String, &'static str)> = Vec::new();
     let mut files: Vec<(String, Bytes)> = Vec::new();
-    let mut add = |path: String, bytes: Bytes, reason: &str| {
+    let mut add = |path: String, bytes: Bytes, reason: &'static str| {
         files.push((path.clone(), bytes));
         expect.push((path, reason));
     };

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use object_store::ObjectStoreExt as _;
+
 use tributary_pipeline::config::{Config, DatanetKind};
 use tributary_pipeline::ingest::commit;
 use tributary_pipeline::ingest::IngestBuilder;
