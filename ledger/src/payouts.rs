@@ -15,7 +15,7 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::protocol::SaveMode;
 use serde::Serialize;
-use tributary_pipeline::tables::defs;
+use tributary_pipeline::tables::{defs, strings};
 use tributary_pipeline::{Config, TableId, Tables};
 
 use crate::error::{Error, Result};
@@ -97,7 +97,7 @@ async fn read_attribution(ctx: &SessionContext, epoch: i64, method: Option<&str>
         .await
         .map_err(df)?;
     let available: Vec<String> =
-        methods.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(str::to_string).collect::<Vec<_>>()).collect();
+        methods.iter().map(|b| strings(b.column(0))).collect::<std::result::Result<Vec<_>, _>>()?.iter().flat_map(|a| a.iter().flatten().map(str::to_string).collect::<Vec<_>>()).collect();
     let chosen = match method {
         Some(m) => Some(m.to_string()),
         None if available.len() <= 1 => available.first().cloned(),
@@ -118,7 +118,7 @@ async fn read_attribution(ctx: &SessionContext, epoch: i64, method: Option<&str>
         .map_err(df)?;
     let mut rows = Vec::new();
     for b in &batches {
-        let (d, c) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>());
+        let (d, c) = (strings(b.column(0))?, strings(b.column(1))?);
         let (s, a, dup) = (b.column(2).as_primitive::<Int64Type>(), b.column(3).as_primitive::<Int64Type>(), b.column(4).as_primitive::<Int64Type>());
         let p = b.column(5).as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
@@ -145,8 +145,8 @@ async fn read_usage(ctx: &SessionContext, epoch: i64) -> Result<Vec<UsageRow>> {
         .map_err(df)?;
     let mut out = Vec::new();
     for b in &batches {
-        let d = b.column(0).as_string::<i32>();
-        let fee = b.column(1).as_string::<i32>();
+        let d = strings(b.column(0))?;
+        let fee = strings(b.column(1))?;
         let credits = b.column(2).as_list::<i32>();
         for i in 0..b.num_rows() {
             let fee_v = U256::from_str(fee.value(i))
@@ -155,7 +155,7 @@ async fn read_usage(ctx: &SessionContext, epoch: i64) -> Result<Vec<UsageRow>> {
             if !credits.is_null(i) {
                 let item: ArrayRef = credits.value(i);
                 let st = item.as_struct();
-                let who = st.column(0).as_string::<i32>();
+                let who = strings(st.column(0))?;
                 let w = st.column(1).as_primitive::<Float64Type>();
                 for j in 0..st.len() {
                     cs.push((who.value(j).to_string(), w.value(j)));

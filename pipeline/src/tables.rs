@@ -298,6 +298,10 @@ impl Tables {
         let name = def.id.to_string();
         let kernel: StructType =
             def.schema.as_ref().try_into_kernel().map_err(|e| Error::Internal(format!("schema of {name}: {e}")))?;
+        if let Some(dir) = self.warehouse.local_dir() {
+            // delta-kernel refuses a local table location that does not exist yet.
+            std::fs::create_dir_all(dir.join(def.id.key()))?;
+        }
         let table = self.builder(&def.id)?.build().map_err(|e| Error::delta(&name, e))?;
         let created = table
             .create()
@@ -385,4 +389,12 @@ pub async fn history(table: &DeltaTable, limit: usize) -> Result<Vec<deltalake::
         .try_collect()
         .await
         .map_err(|e| Error::delta(table.table_url().to_string(), e))
+}
+
+/// A string column as a plain `StringArray`, whatever string encoding the engine chose
+/// (DataFusion reads Parquet strings as `Utf8View` by default).
+pub fn strings(array: &arrow::array::ArrayRef) -> Result<arrow::array::StringArray> {
+    use arrow::array::AsArray;
+    let cast = arrow::compute::cast(array, &DataType::Utf8)?;
+    Ok(cast.as_string::<i32>().clone())
 }

@@ -155,9 +155,13 @@ pub async fn read_all(tables: &Tables) -> Result<Vec<LogEntry>> {
         .await?;
     let mut out = Vec::new();
     for b in batches {
-        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        // DataFusion may hand strings back as Utf8View: normalize before downcasting.
+        let s = |i: usize| -> Result<arrow::array::StringArray> {
+            Ok(arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8)?.as_string::<i32>().clone())
+        };
         let n = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
-        let (path, datanet, contributor, etag, sha, status, reason, detail) = (s(0), s(1), s(2), s(4), s(5), s(6), s(7), s(8));
+        let (path, datanet, contributor, etag, sha, status, reason, detail) =
+            (s(0)?, s(1)?, s(2)?, s(4)?, s(5)?, s(6)?, s(7)?, s(8)?);
         let (size, rows, bytes, epoch, batch, at) = (n(3), n(9), n(10), n(11), n(12), n(13));
         let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
         for i in 0..b.num_rows() {

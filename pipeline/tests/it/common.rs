@@ -43,9 +43,10 @@ pub async fn rows(tables: &Tables, sql: &str) -> Vec<RecordBatch> {
 pub async fn log_by_path(tables: &Tables) -> BTreeMap<String, (String, Option<String>)> {
     let mut out = BTreeMap::new();
     for b in rows(tables, "SELECT path, status, reason FROM ops.ingest_log").await {
-        let (p, s, r) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>());
+        let str_col = |i: usize| tributary_pipeline::tables::strings(b.column(i)).expect("string column");
+        let (p, s, r) = (str_col(0), str_col(1), str_col(2));
         for i in 0..b.num_rows() {
-            let reason = (!arrow::array::Array::is_null(r, i)).then(|| r.value(i).to_string());
+            let reason = (!arrow::array::Array::is_null(&r, i)).then(|| r.value(i).to_string());
             out.insert(p.value(i).to_string(), (s.value(i).to_string(), reason));
         }
     }
