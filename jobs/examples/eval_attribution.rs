@@ -40,6 +40,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(m) = std::env::var("TRIBUTARY_EVAL_METHODS") {
         cfg.methods = m.split(',').map(str::parse).collect::<Result<_, _>>()?;
     }
+    if std::env::var("TRIBUTARY_EVAL_TRAIN_ONLY").is_ok() {
+        // Fit check: train once on the clean datanet and print the learning curve.
+        let kb = tributary_jobs::corpus::KbSpec { corrupt_frac: 0.0, ..cfg.kb.clone() }.generate();
+        let enc = |rows: &[tributary_jobs::corpus::KbRow]| -> Result<Vec<_>, tributary_jobs::Error> {
+            rows.iter().map(|r| base.tokenizer.encode_pair(&r.prompt, &r.completion)).collect()
+        };
+        let t = std::time::Instant::now();
+        let out = tributary_jobs::train::train_adapter(&base.model, &enc(&kb.train)?, &enc(&kb.val)?, &cfg.train, base.tokenizer.eot(), None, &mut tributary_jobs::train::Quiet)?;
+        println!("base val loss {:.3}; {:.1}s", out.base_val_loss, t.elapsed().as_secs_f64());
+        for e in &out.epochs {
+            println!("epoch {:>2}: train {:.3} val {:.3} lr {:.4}", e.epoch, e.train_loss, e.val_loss, e.lr);
+        }
+        return Ok(());
+    }
     let report = eval::run(&base, &cfg, &|p| {
         if let EvalProgress::Phase(m) = p {
             eprintln!("  {m}");

@@ -42,7 +42,7 @@ pub struct AttributionInput {
 
 async fn query(tables: &Tables, def: &TableDef, version: Option<i64>, sql: &str) -> Result<Option<(i64, Vec<RecordBatch>)>> {
     let Some(table) = tables.open_version(&def.id, version).await? else { return Ok(None) };
-    let read = table.version().unwrap_or(0);
+    let read = table.version().unwrap_or(0) as i64;
     let ctx = SessionContext::new();
     tables.register(&ctx, &def.id, &table).await?;
     let df = ctx.sql(sql).await.map_err(tributary_pipeline::Error::from)?;
@@ -152,7 +152,8 @@ pub async fn read_payouts(tables: &Tables, epoch: i64, version: Option<i64>) -> 
 /// Read the attribution leaves of `epoch` from `gold.example_influence` at `version` (latest if `None`).
 ///
 /// `method` picks the influence method; when `None` and the epoch has rows of several methods,
-/// the read fails with [`Error::AmbiguousAttributionMethod`]. A missing table or an epoch without
+/// `exact-block` is used if present (the rewards policy's default), otherwise the read fails with
+/// [`Error::AmbiguousAttributionMethod`]. A missing table or an epoch without
 /// rows gives no leaves (the attribution root is then zero).
 pub async fn read_attribution(
     tables: &Tables,
@@ -185,6 +186,8 @@ pub async fn read_attribution(
     let chosen = match method {
         Some(m) => Some(m.to_string()),
         None if methods.len() <= 1 => methods.iter().next().cloned(),
+        // The rewards policy's default method (`payouts.rs`), so both trees describe the same run.
+        None if methods.contains("exact-block") => Some("exact-block".to_string()),
         None => return Err(Error::AmbiguousAttributionMethod { epoch, methods: methods.into_iter().collect() }),
     };
     let mut leaves = Vec::new();
@@ -221,7 +224,7 @@ pub async fn append(tables: &Tables, def: &TableDef, batch: RecordBatch) -> Resu
         .write(vec![batch])
         .await
         .map_err(|e| tributary_pipeline::Error::delta(def.id.to_string(), e))?;
-    Ok(table.version().unwrap_or(0))
+    Ok(table.version().unwrap_or(0) as i64)
 }
 
 /// Build a `gold.epoch_payouts` batch from `(epoch, index, contributor, amount, breakdown)` rows.
@@ -235,4 +238,50 @@ pub fn payouts_batch(rows: &[(i64, i64, String, String, String)]) -> Result<Reco
         Arc::new(StringArray::from(rows.iter().map(|r| r.4.clone()).collect::<Vec<_>>())),
     ];
     Ok(RecordBatch::try_new(def.schema.clone(), cols)?)
+}
+
+/// INTERIM payout policy, for the demo only, until the rewards policy (issue 7, `rewards.rs`) lands:
+/// if `gold.epoch_payouts` has no rows for `epoch`, split `pool` across the contributors of
+/// `bronze.contributions` in proportion to their row counts (floor division; the remainder goes to
+/// the first contributor in address order, so the amounts sum to exactly `pool`) and append those
+/// rows. Returns the number of rows written (0 when the epoch already had payouts or no rows).
+pub async fn interim_row_count_payouts(tables: &Tables, epoch: i64, pool: U256) -> Result<usize> {
+    if let Ok(existing) = read_payouts(tables, epoch, None).await {
+        if !existing.leaves.is_empty() {
+            return Ok(0);
+        }
+    }
+    let def = defs::bronze_contributions();
+    let sql = format!(
+        "SELECT contributor, COUNT(*) AS n FROM {} WHERE epoch = {epoch} GROUP BY contributor ORDER BY contributor",
+        def.id
+    );
+    let Some((_, batches)) = query(tables, &def, None, &sql).await? else { return Ok(0) };
+    let mut counts = Vec::new();
+    for b in &batches {
+        let (who, n) = (strings(b, "contributor")?, ints(b, "n")?);
+        for i in 0..b.num_rows() {
+            if let (Some(w), Some(n)) = (who[i].clone(), n[i]) {
+                counts.push((w, n as u64));
+            }
+        }
+    }
+    let rows_total: u64 = counts.iter().map(|c| c.1).sum();
+    if rows_total == 0 {
+        return Ok(0);
+    }
+    let mut amounts: Vec<U256> = counts.iter().map(|c| pool * U256::from(c.1) / U256::from(rows_total)).collect();
+    let paid: U256 = amounts.iter().copied().sum();
+    amounts[0] += pool - paid;
+    let rows: Vec<_> = counts
+        .iter()
+        .zip(&amounts)
+        .enumerate()
+        .map(|(i, ((who, n), amount))| {
+            let breakdown = serde_json::json!({"policy": "interim_row_count", "rows": n}).to_string();
+            (epoch, i as i64, who.clone(), amount.to_string(), breakdown)
+        })
+        .collect();
+    append(tables, &defs::gold_epoch_payouts(), payouts_batch(&rows)?).await?;
+    Ok(rows.len())
 }

@@ -6,7 +6,7 @@
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::sol_types::SolCall;
-use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
 use tributary_pipeline::Tables;
 
 use crate::contract::TributarySettlement;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path as StorePath;
 use tributary_pipeline::storage::prefix;
 use tributary_pipeline::{Catalog, Config, Tables};

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS ledger_settlements (
 );
 "#];
 
+/// Run `f` on the catalog's connection.
+fn sql<T>(catalog: &Catalog, f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T> {
+    Ok(catalog.with_conn(|c| f(c).map_err(tributary_pipeline::Error::from))?)
+}
+
 /// Apply the ledger's catalog migrations (idempotent).
 pub fn migrate(catalog: &Catalog) -> Result<()> {
     Ok(catalog.migrate("ledger", MIGRATIONS)?)
@@ -160,7 +165,7 @@ pub struct NewTx<'a> {
 
 /// Record a signed transaction (state `signed`) before it is sent.
 pub fn record_tx(catalog: &Catalog, t: &NewTx<'_>) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         c.execute(
             "INSERT INTO ledger_txs(chain, sender, nonce, purpose, attempt, tx_hash, raw, max_fee, priority_fee, gas_limit, state, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'signed', ?11)",
@@ -184,7 +189,7 @@ pub fn record_tx(catalog: &Catalog, t: &NewTx<'_>) -> Result<()> {
 
 /// Mark an attempt as handed to the node.
 pub fn mark_sent(catalog: &Catalog, id: i64) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         c.execute("UPDATE ledger_txs SET state = 'sent', sent_at = ?2 WHERE id = ?1 AND state = 'signed'", params![id, now()])?;
         Ok(())
     })
@@ -192,7 +197,7 @@ pub fn mark_sent(catalog: &Catalog, id: i64) -> Result<()> {
 
 /// Mark an attempt final (mined and confirmed) and every other attempt of its purpose dropped.
 pub fn mark_final(catalog: &Catalog, id: i64, block_number: u64, block_hash: B256, success: bool, gas_used: u64) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         let tx = c.transaction()?;
         let (chain, purpose): (String, String) =
             tx.query_row("SELECT chain, purpose FROM ledger_txs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -212,7 +217,7 @@ pub fn mark_final(catalog: &Catalog, id: i64, block_number: u64, block_hash: B25
 /// Mark every open attempt of `purpose` dropped (its nonce was consumed elsewhere, or its effect
 /// is already on chain).
 pub fn drop_purpose(catalog: &Catalog, chain: &str, purpose: &str) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         c.execute(
             "UPDATE ledger_txs SET state = 'dropped' WHERE chain = ?1 AND purpose = ?2 AND state IN ('signed', 'sent')",
             params![chain, purpose],
@@ -223,7 +228,7 @@ pub fn drop_purpose(catalog: &Catalog, chain: &str, purpose: &str) -> Result<()>
 
 /// Every attempt of `purpose`, oldest first.
 pub fn attempts(catalog: &Catalog, chain: &str, purpose: &str) -> Result<Vec<TxRecord>> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         let mut st = c.prepare(&format!(
             "SELECT {TX_COLUMNS} FROM ledger_txs WHERE chain = ?1 AND purpose = ?2 ORDER BY attempt"
         ))?;
@@ -234,7 +239,7 @@ pub fn attempts(catalog: &Catalog, chain: &str, purpose: &str) -> Result<Vec<TxR
 
 /// Purposes of `sender` on `chain` that still have open (signed or sent) attempts, oldest nonce first.
 pub fn open_purposes(catalog: &Catalog, chain: &str, sender: Address) -> Result<Vec<String>> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         let mut st = c.prepare(
             "SELECT purpose, MIN(nonce) FROM ledger_txs WHERE chain = ?1 AND sender = ?2 AND state IN ('signed', 'sent')
              GROUP BY purpose ORDER BY MIN(nonce)",
@@ -248,7 +253,7 @@ pub fn open_purposes(catalog: &Catalog, chain: &str, sender: Address) -> Result<
 
 /// Every recorded attempt of `sender` on `chain` (tests and `epoch status`).
 pub fn all_txs(catalog: &Catalog, chain: &str) -> Result<Vec<TxRecord>> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         let mut st = c.prepare(&format!("SELECT {TX_COLUMNS} FROM ledger_txs WHERE chain = ?1 ORDER BY id"))?;
         let rows = st.query_map(params![chain], tx_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
@@ -257,17 +262,16 @@ pub fn all_txs(catalog: &Catalog, chain: &str) -> Result<Vec<TxRecord>> {
 
 /// The recorded address of contract `name` on `chain`.
 pub fn contract(catalog: &Catalog, chain: &str, name: &str) -> Result<Option<Address>> {
-    catalog.with_conn(|c| {
-        let a: Option<String> = c
-            .query_row("SELECT address FROM ledger_contracts WHERE chain = ?1 AND name = ?2", params![chain, name], |r| r.get(0))
-            .optional()?;
-        a.map(|a| a.parse::<Address>().map_err(|e| Error::Internal(format!("catalog address `{a}`: {e}")))).transpose()
-    })
+    let a: Option<String> = sql(catalog, |c| {
+        c.query_row("SELECT address FROM ledger_contracts WHERE chain = ?1 AND name = ?2", params![chain, name], |r| r.get(0))
+            .optional()
+    })?;
+    a.map(|a| a.parse::<Address>().map_err(|e| Error::Internal(format!("catalog address `{a}`: {e}")))).transpose()
 }
 
 /// Record contract `name` at `address` on `chain`.
 pub fn record_contract(catalog: &Catalog, chain: &str, name: &str, address: Address, tx_hash: Option<B256>) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         c.execute(
             "INSERT INTO ledger_contracts(chain, name, address, tx_hash, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(chain, name) DO UPDATE SET address = excluded.address, tx_hash = excluded.tx_hash",
@@ -345,7 +349,7 @@ fn settlement_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SettlementRecord> {
 
 /// The settlement of `epoch` on `contract`, if planned.
 pub fn settlement(catalog: &Catalog, contract: Address, epoch: i64) -> Result<Option<SettlementRecord>> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         Ok(c.query_row(
             &format!("SELECT {SETTLEMENT_COLUMNS} FROM ledger_settlements WHERE contract = ?1 AND epoch = ?2"),
             params![contract.to_string(), epoch],
@@ -357,7 +361,7 @@ pub fn settlement(catalog: &Catalog, contract: Address, epoch: i64) -> Result<Op
 
 /// Every settlement on `contract`, newest epoch first.
 pub fn settlements(catalog: &Catalog, contract: Address) -> Result<Vec<SettlementRecord>> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         let mut st = c.prepare(&format!(
             "SELECT {SETTLEMENT_COLUMNS} FROM ledger_settlements WHERE contract = ?1 ORDER BY epoch DESC"
         ))?;
@@ -368,7 +372,7 @@ pub fn settlements(catalog: &Catalog, contract: Address) -> Result<Vec<Settlemen
 
 /// Record a planned settlement (first time only; a replan of the same epoch keeps the first record).
 pub fn insert_settlement(catalog: &Catalog, s: &SettlementRecord) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         c.execute(
             "INSERT OR IGNORE INTO ledger_settlements(contract, epoch, chain, payout_root, attribution_root, total, payout_leaves,
                 attribution_leaves, payouts_version, influence_version, attribution_method, state, created_at)
@@ -401,7 +405,7 @@ pub fn mark_anchored(
     block: Option<(u64, B256)>,
     gas_used: Option<u64>,
 ) -> Result<()> {
-    catalog.with_conn(|c| {
+    sql(catalog, |c| {
         c.execute(
             "UPDATE ledger_settlements SET state = 'anchored', tx_hash = ?3, block_number = ?4, block_hash = ?5, gas_used = ?6,
                 anchored_at = COALESCE(anchored_at, ?7)

@@ -9,7 +9,7 @@
 
 use alloy::primitives::{B256, U256};
 use alloy::sol_types::SolEvent;
-use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
 use tributary_pipeline::{Catalog, Tables};
 
 use crate::chain::{Chain, LogFilter};

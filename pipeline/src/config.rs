@@ -174,6 +174,65 @@ pub struct DatanetConfig {
     pub validation_set: String,
     /// This datanet's share of the epoch reward pool, relative to the other datanets.
     pub reward_weight: f64,
+    /// Quality thresholds applied by the SQL models (`config.datanets` in SQL).
+    #[serde(default)]
+    pub quality: QualityConfig,
+}
+
+/// Quality thresholds of one datanet. The SQL model `silver/quality_scores.sql` reads them from the
+/// `config.datanets` table; each failing rule adds its reason code to a row's `reasons`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Fewest whitespace-separated words (`too_few_words`).
+    pub min_words: i64,
+    /// Most words (`too_many_words`).
+    pub max_words: i64,
+    /// Smallest mean word length in characters (`mean_word_length`; Gopher: 3).
+    pub min_mean_word_length: f64,
+    /// Largest mean word length (`mean_word_length`; Gopher: 10).
+    pub max_mean_word_length: f64,
+    /// Largest fraction of symbol characters (`symbol_ratio`; Gopher: 0.1).
+    pub max_symbol_ratio: f64,
+    /// Smallest fraction of words holding a letter (`non_alpha_words`; Gopher: 0.8).
+    pub min_alpha_word_ratio: f64,
+    /// Largest fraction of repeated lines (`repeated_lines`; Gopher: 0.3).
+    pub max_dup_line_fraction: f64,
+    /// Largest share of characters in the most frequent 2-gram (`repeated_ngrams`; Gopher: 0.2).
+    pub max_top_2gram_fraction: f64,
+    /// Largest share of characters in repeated 5-grams (`repeated_ngrams`; Gopher: 0.15).
+    pub max_dup_5gram_fraction: f64,
+    /// Most boilerplate phrases allowed (`boilerplate`; C4: 0).
+    pub max_boilerplate_hits: i64,
+    /// Require terminal punctuation at the end (`no_terminal_punctuation`; C4).
+    pub require_terminal_punctuation: bool,
+    /// Fewest words in the completion of a prompt/completion row (`short_completion`).
+    pub min_completion_words: i64,
+    /// Allowed values of `label`; empty = any, including none (`invalid_label`).
+    pub allowed_labels: Vec<String>,
+    /// Smallest `quality_score` (fraction of rules passed) a row needs to be accepted.
+    pub min_quality_score: f64,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            min_words: 5,
+            max_words: 100_000,
+            min_mean_word_length: 3.0,
+            max_mean_word_length: 10.0,
+            max_symbol_ratio: 0.1,
+            min_alpha_word_ratio: 0.8,
+            max_dup_line_fraction: 0.3,
+            max_top_2gram_fraction: 0.2,
+            max_dup_5gram_fraction: 0.15,
+            max_boilerplate_hits: 0,
+            require_terminal_punctuation: true,
+            min_completion_words: 3,
+            allowed_labels: vec![],
+            min_quality_score: 1.0,
+        }
+    }
 }
 
 impl Default for DatanetConfig {
@@ -189,6 +248,7 @@ impl Default for DatanetConfig {
             require_signature: false,
             validation_set: String::new(),
             reward_weight: 1.0,
+            quality: QualityConfig::default(),
         }
     }
 }
@@ -227,6 +287,13 @@ pub struct ChainConfig {
     pub max_fee_multiplier: f64,
     /// Seconds a new root waits before it is claimable (0 = none); a guardian may veto meanwhile.
     pub challenge_window_secs: u64,
+    /// Reward token for a newly deployed settlement contract (empty = deploy the demo token).
+    #[serde(default)]
+    pub token_address: String,
+    /// Guardian (may veto during the challenge window) of a newly deployed settlement contract
+    /// (empty = none on `rpc`, the development guardian key on `embedded`).
+    #[serde(default)]
+    pub guardian_address: String,
 }
 
 impl Default for ChainConfig {
@@ -242,6 +309,8 @@ impl Default for ChainConfig {
             resend_after_secs: 30,
             max_fee_multiplier: 4.0,
             challenge_window_secs: 0,
+            token_address: String::new(),
+            guardian_address: String::new(),
         }
     }
 }
@@ -268,6 +337,26 @@ pub struct ServingConfig {
     pub max_prompt_tokens: usize,
     /// Fee per generated token, in token base units.
     pub fee_per_token: u64,
+    /// Compute device: `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` build feature).
+    pub device: String,
+    /// Most tokens one request may generate (`max_tokens` above this is refused).
+    pub max_new_tokens: usize,
+    /// Largest adapter rank accepted.
+    pub max_lora_rank: usize,
+    /// Most prompt tokens prefilled per engine iteration (bounds the pause of running requests).
+    pub prefill_token_budget: usize,
+    /// An adapter resident this long (milliseconds) yields its compute slot when others wait.
+    pub adapter_cycle_ms: u64,
+    /// Seconds between scans of `adapters/` for newly published versions.
+    pub publish_poll_secs: u64,
+    /// Usage rows are written at least this often (milliseconds)…
+    pub usage_flush_ms: u64,
+    /// …or as soon as this many are buffered.
+    pub usage_flush_rows: usize,
+    /// Shortest generated span, in tokens, credited to the training rows it reproduces.
+    pub credit_min_span_tokens: usize,
+    /// Seconds a shutdown waits for accepted requests to finish.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServingConfig {
@@ -282,6 +371,16 @@ impl Default for ServingConfig {
             host_cache_adapters: 1024,
             max_prompt_tokens: 1024,
             fee_per_token: 1_000_000_000,
+            device: "cpu".into(),
+            max_new_tokens: 256,
+            max_lora_rank: 64,
+            prefill_token_budget: 4096,
+            adapter_cycle_ms: 2000,
+            publish_poll_secs: 5,
+            usage_flush_ms: 1000,
+            usage_flush_rows: 256,
+            credit_min_span_tokens: 8,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -505,6 +604,27 @@ validation_set = ""
 # Share of the epoch pool relative to other datanets.
 reward_weight = 1.0
 
+# Quality rules of the SQL model silver/quality_scores.sql (Gopher/C4-style heuristics); each
+# failing rule adds its reason code. quality_score = fraction of rules passed.
+[datanets.quality]
+min_words = 5
+max_words = 100000
+min_mean_word_length = 3.0
+max_mean_word_length = 10.0
+max_symbol_ratio = 0.1
+min_alpha_word_ratio = 0.8
+max_dup_line_fraction = 0.3
+max_top_2gram_fraction = 0.2
+max_dup_5gram_fraction = 0.15
+max_boilerplate_hits = 0
+require_terminal_punctuation = true
+# Prompt/completion datanets: fewest words in the completion.
+min_completion_words = 3
+# Allowed labels; empty = any.
+allowed_labels = []
+# A row is accepted when it is canonical and quality_score >= min_quality_score.
+min_quality_score = 1.0
+
 [chain]
 # "embedded" (in-process EVM, state beside the catalog) or "rpc".
 backend = "embedded"
@@ -518,6 +638,10 @@ confirmations = 1
 resend_after_secs = 30
 max_fee_multiplier = 4.0
 challenge_window_secs = 0
+# Reward token and guardian of a newly deployed settlement contract; empty = the demo token, and
+# no guardian on rpc / the development guardian on embedded.
+token_address = ""
+guardian_address = ""
 
 [serving]
 bind = "127.0.0.1:8080"
@@ -530,6 +654,21 @@ max_active_adapters = 64
 host_cache_adapters = 1024
 max_prompt_tokens = 1024
 fee_per_token = 1000000000
+# cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+device = "cpu"
+max_new_tokens = 256
+max_lora_rank = 64
+prefill_token_budget = 4096
+# An adapter resident this long yields its compute slot to waiting adapters (LoRAX-style rotation).
+adapter_cycle_ms = 2000
+# New adapter versions under adapters/ are picked up (and the datanet alias moved) this often.
+publish_poll_secs = 5
+# Usage rows are appended to gold.inference_usage this often, or once this many are buffered.
+usage_flush_ms = 1000
+usage_flush_rows = 256
+# Generated spans at least this long are credited to the training rows they reproduce.
+credit_min_span_tokens = 8
+shutdown_grace_secs = 30
 
 [rewards]
 # Token base units paid per epoch (decimal string; may exceed 64 bits).

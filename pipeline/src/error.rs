@@ -66,6 +66,46 @@ pub enum Error {
     /// A table or object that must exist does not.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A SQL model or audit file is invalid: bad header, SQL syntax, or a planning error.
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Model {
+        /// The model or audit file, relative to the project directory.
+        file: String,
+        /// The 1-based line the problem is on, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `ref()` names no model of the project.
+    #[error("{file}:{line}: unknown model `{name}` in ref(){}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownRef {
+        /// The file holding the ref.
+        file: String,
+        /// The 1-based line of the ref.
+        line: usize,
+        /// The name as written.
+        name: String,
+        /// The closest existing model, by edit distance.
+        suggestion: Option<String>,
+    },
+    /// The models' refs form a cycle.
+    #[error("models form a cycle: {}", cycle.join(" → "))]
+    Cycle {
+        /// The models on the cycle, the first repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// A blocking audit found failing rows; the model was not committed.
+    #[error("audit `{audit}` of {model} failed: {failing_rows} failing row(s); {model} was not committed\n{sample}")]
+    AuditFailed {
+        /// The audited model.
+        model: String,
+        /// The audit, as declared.
+        audit: String,
+        /// How many rows failed.
+        failing_rows: usize,
+        /// The first failing rows, pretty-printed.
+        sample: String,
+    },
     /// A broken invariant: a bug in Tributary.
     #[error("internal error (this is a bug): {0}")]
     Internal(String),

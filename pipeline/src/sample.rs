@@ -12,7 +12,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use k256::ecdsa::SigningKey;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use rand::rngs::StdRng;
@@ -118,8 +118,12 @@ pub struct SampleManifest {
     pub rows: usize,
     /// (datanet-relative row label) of planted exact duplicates: (file, row index, original text).
     pub exact_dups: Vec<(String, usize)>,
+    /// The row each planted exact duplicate copies, parallel to `exact_dups`: (file, row index).
+    pub exact_dup_sources: Vec<(String, usize)>,
     /// Planted near duplicates: (file, row index).
     pub near_dups: Vec<(String, usize)>,
+    /// The row each planted near duplicate edits, parallel to `near_dups`: (file, row index).
+    pub near_dup_sources: Vec<(String, usize)>,
     /// Planted junk rows: (file, row index).
     pub junk: Vec<(String, usize)>,
     /// Contributor addresses, in order.
@@ -183,7 +187,8 @@ pub async fn generate(warehouse: &Warehouse, datanet: &DatanetConfig, spec: &Sam
     let mut manifest = SampleManifest::default();
     let keys: Vec<SigningKey> = (0..spec.contributors).map(|i| contributor_key(spec.seed, i)).collect();
     manifest.contributors = keys.iter().map(signature::address_of).collect();
-    let mut pool: Vec<(String, String)> = Vec::new();
+    // Fresh rows that later rows may duplicate: ((prompt, completion), (file, row index)).
+    let mut pool: Vec<((String, String), (String, usize))> = Vec::new();
 
     let put = |path: String, bytes: Bytes| async move {
         store.put(&Path::from(path.as_str()), PutPayload::from_bytes(bytes)).await.map(|_| ())
@@ -200,17 +205,19 @@ pub async fn generate(warehouse: &Warehouse, datanet: &DatanetConfig, spec: &Sam
                     ("junk".to_string(), JUNK.choose(&mut rng).unwrap_or(&"ok").to_string())
                 } else if roll < spec.junk_rate + spec.exact_dup_rate && !pool.is_empty() {
                     manifest.exact_dups.push((path.clone(), r));
-                    let (p, c) = pool.choose(&mut rng).cloned().unwrap_or_default();
+                    let ((p, c), at) = pool.choose(&mut rng).cloned().unwrap_or_default();
+                    manifest.exact_dup_sources.push(at);
                     // Exact modulo normalization: different case and spacing.
                     (p, c.to_uppercase().replace(' ', "  "))
                 } else if roll < spec.junk_rate + spec.exact_dup_rate + spec.near_dup_rate && !pool.is_empty() {
                     manifest.near_dups.push((path.clone(), r));
-                    let (p, c) = pool.choose(&mut rng).cloned().unwrap_or_default();
+                    let ((p, c), at) = pool.choose(&mut rng).cloned().unwrap_or_default();
+                    manifest.near_dup_sources.push(at);
                     let edited = near_edit(&mut rng, &c);
                     (p, edited)
                 } else {
                     let row = fact_text(&mut rng);
-                    pool.push(row.clone());
+                    pool.push((row.clone(), (path.clone(), r)));
                     row
                 };
                 rows.push(row);

@@ -14,9 +14,10 @@ use std::time::Instant;
 use anyhow::Context;
 use tributary_pipeline::config::CONFIG_FILE;
 use tributary_pipeline::ingest::IngestBuilder;
+use tributary_pipeline::models::RunBuilder;
 use tributary_pipeline::sample::{self, SampleSpec};
 
-use super::{App, Format, ingest};
+use super::{App, Format, ingest, serve, sql};
 
 /// Arguments of `tributary demo`.
 #[derive(Debug, clap::Args)]
@@ -99,6 +100,20 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<ExitCode> {
         Ok(())
     })
     .await?;
+
+    stage(3, "SQL models: dedupe, quality, training set, leaderboard", async {
+        let project = Arc::new(sql::load_project(None)?);
+        let catalog = Arc::new(app.catalog()?);
+        let builder = RunBuilder::new(project, Arc::clone(&app.config), app.tables()?, catalog);
+        if sql::execute(&app, builder).await? != ExitCode::SUCCESS {
+            anyhow::bail!("a SQL model failed");
+        }
+        eprintln!("\n   leaderboard (gold.contributor_stats):");
+        sql::print_leaderboard(&app).await
+    })
+    .await?;
+
+    stage(4, "serve: requests to the geo-qa and notes adapters, usage and credits", serve::demo_stage(&app)).await?;
 
     eprintln!("\ndemo finished in {:.1}s; warehouse at {}", started.elapsed().as_secs_f64(), args.dir.display());
     Ok(ExitCode::SUCCESS)

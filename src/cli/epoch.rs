@@ -23,6 +23,8 @@ pub struct EpochArgs {
 /// The `epoch` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum EpochCommand {
+    /// Run epoch N's stages in order: ingest → models → train → attribute → rewards → settle.
+    Run(super::epoch_run::RunArgs),
     /// Build epoch N's payout and attribution trees, publish them under epochs/N/, anchor both roots.
     Settle(SettleArgs),
     /// Settlements recorded in the catalog, checked against the chain (all epochs, or N).
@@ -60,6 +62,7 @@ pub struct VerifyArgs {
 
 pub async fn run(app: &App, args: EpochArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        EpochCommand::Run(a) => super::epoch_run::run(app, a).await,
         EpochCommand::Settle(a) => run_settle(app, a).await,
         EpochCommand::Status(a) => run_status(app, a).await,
         EpochCommand::Verify(a) => run_verify(app, a).await,
@@ -185,5 +188,48 @@ pub fn print_kv(format: Format, v: &serde_json::Value) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The demo's settlement stage: settle the demo epoch on the embedded chain and claim for one
+/// contributor, printing the balance change.
+pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
+    let tables = app.tables()?;
+    let batches = tables.query("SELECT MAX(epoch) AS e FROM bronze.contributions").await?;
+    let epoch = batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .context("bronze.contributions has no rows to settle")?;
+    let pool = tributary_ledger::leaves::parse_uint(&app.config.rewards.pool_per_epoch)
+        .map_err(|e| anyhow::anyhow!("rewards.pool_per_epoch: {e}"))?;
+    if tributary_ledger::inputs::read_payouts(&tables, epoch, None).await.is_err() {
+        // The rewards policy first; if it pays nobody (no attribution or usage yet in this demo),
+        // INTERIM: pay by row counts (see `interim_row_count_payouts`).
+        let report = tributary_ledger::payouts::write_epoch_payouts(&app.config, &tables, epoch, None).await?;
+        eprintln!("   rewards policy: {} payouts, total {} for epoch {epoch}", report.leaves, report.total);
+        if report.leaves == 0 {
+            let written = tributary_ledger::inputs::interim_row_count_payouts(&tables, epoch, pool).await?;
+            eprintln!("   no attribution yet: wrote {written} payouts by row count (interim policy)");
+        }
+    }
+    let r = settle_epoch(app, epoch, None).await?;
+    eprintln!(
+        "   epoch {epoch}: {} payouts, total {} anchored at {} (payout root {}, attribution root {}){}",
+        r.payout_leaves,
+        r.total,
+        r.contract,
+        r.payout_root,
+        r.attribution_root,
+        if r.already_anchored { ", already anchored" } else { "" }
+    );
+    if let (Some(tx), Some(gas)) = (r.tx_hash, r.gas_used) {
+        eprintln!("   anchor tx {tx} ({gas} gas)");
+    }
+    let tree = tributary_ledger::proof::load_payout_tree(&tables, epoch).await?;
+    let first = tree.values().first().context("empty payout tree")?;
+    let account = first.account.to_string();
+    let c = super::claim::claim_for(app, epoch, &account).await?;
+    let what = if c.leaves.iter().all(|l| l.already_claimed) { " (already claimed earlier)" } else { "" };
+    eprintln!("   claim for {account}: token balance {} -> {}{what}", c.balance_before, c.balance_after);
     Ok(())
 }

@@ -1,10 +1,23 @@
 //! Command definitions and dispatch. Each command lives in its own module, named after it.
 
+mod attribute;
+mod base_model;
+mod claim;
 mod demo;
+mod epoch;
+mod epoch_run;
+mod eval;
 mod ingest;
 mod init;
 mod output;
+mod proof;
+mod runs;
+mod sample;
+mod scheduler;
+mod serve;
+mod sql;
 mod tables;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +51,36 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// List the warehouse's Delta tables and their versions.
     Tables(tables::TablesArgs),
+    /// Run, test, plan and inspect the SQL models in sql/, and query any table.
+    Sql(sql::SqlArgs),
+    /// Serve every adapter over one base model (OpenAI-compatible HTTP API, usage metering).
+    Serve(serve::ServeArgs),
+    /// Drop a deterministic sample datanet into the inbox (signed files, duplicates, junk).
+    Sample(sample::SampleArgs),
+    /// Build the base model (tokenizer + small Llama) the adapters are trained on.
+    BaseModel(base_model::BaseModelArgs),
+    /// Train a datanet's LoRA adapter on gold.training_set.
+    Train(train::TrainArgs),
+    /// Measure each training row's influence on the datanet's validation loss.
+    Attribute(attribute::AttributeArgs),
+    /// Evaluate attribution methods (benchmark; not run in CI).
+    Eval(eval::EvalArgs),
+    /// Run, settle, inspect and verify epochs.
+    Epoch(epoch::EpochArgs),
+    /// Run a range of epochs in order (every stage of each).
+    Backfill(epoch_run::BackfillArgs),
+    /// Manage cron schedules for epoch runs.
+    Schedule(scheduler::ScheduleArgs),
+    /// Run scheduled jobs as a daemon.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Run history, with stage attempts.
+    Runs(runs::RunsArgs),
+    /// Current epoch, stage states, last settlement and warnings.
+    Status(runs::StatusArgs),
+    /// A contributor's payout proof for an epoch, as JSON a wallet can submit.
+    Proof(proof::ProofArgs),
+    /// Claim a contributor's payout for an epoch.
+    Claim(claim::ClaimArgs),
     /// Run the end-to-end demo on a fresh local warehouse.
     Demo(demo::DemoArgs),
 }
@@ -84,6 +127,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match command {
                 Command::Ingest(a) => ingest::run(&app, a).await,
                 Command::Tables(a) => tables::run(&app, a).await,
+                Command::Serve(a) => serve::run(&app, a).await,
+                Command::Sql(a) => sql::run(&app, a).await,
+                Command::Sample(a) => sample::run(&app, a).await,
+                Command::BaseModel(a) => base_model::run(&app, a).await,
+                Command::Train(a) => train::run(&app, a).await,
+                Command::Attribute(a) => attribute::run(&app, a).await,
+                Command::Eval(a) => eval::run(&app, a).await,
+                Command::Epoch(a) => epoch::run(&app, a).await,
+                Command::Backfill(a) => epoch_run::backfill(&app, a).await,
+                Command::Schedule(a) => scheduler::run_schedule(&app, a).await,
+                Command::Scheduler(a) => scheduler::run_daemon(&app, a).await,
+                Command::Runs(a) => runs::runs(&app, a).await,
+                Command::Status(a) => runs::status(&app, a).await,
+                Command::Proof(a) => proof::run(&app, a).await,
+                Command::Claim(a) => claim::run(&app, a).await,
                 Command::Init(_) | Command::Demo(_) => unreachable!("handled above"),
             }
         }

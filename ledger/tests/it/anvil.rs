@@ -7,7 +7,8 @@ use tributary_ledger::contract::TributarySettlement;
 use tributary_ledger::deploy::view;
 use tributary_ledger::sender::Failpoint;
 use tributary_ledger::settle::deployment;
-use tributary_ledger::{Chain, store};
+use tributary_ledger::chain::DevChain;
+use tributary_ledger::store;
 
 use crate::common::{Anvil, Site, payout_rows, write_payouts};
 use crate::scenarios::{self, settle};

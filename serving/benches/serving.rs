@@ -1,0 +1,315 @@
+//! Serving throughput, following S-LoRA's method (Sheng et al., 2023, §7): requests arrive as a
+//! Poisson process; each picks one of N rank-8 adapters with power-law popularity (exponent alpha,
+//! 0.1 ≈ uniform, 1 = skewed); input and output lengths are uniform in a range; the engine runs
+//! until every request finishes. Throughput = requests (and tokens) per second from the first
+//! arrival to the last completion. Every ratio below is between runs of this one process.
+//!
+//! 1. heterogeneous batching vs batching only same-adapter requests, N = 128 (target ≥ 8×);
+//! 2. throughput with N = 1024 adapters vs N = 1 (target ≥ 0.9);
+//! 3. one adapter vs the base model alone (target ≥ 0.85);
+//!
+//! plus p50/p90 time to first token. The base model has the demo's shape (`base-model init`'s
+//! `tiny` preset) with random weights, or is read from `--warehouse DIR` (`models/tributary-base`).
+//! Adapters are random rank-8 PEFT files over the attention projections (the default targets of
+//! `tributary train`), loaded into host memory before timing (as S-LoRA keeps all adapters in main
+//! memory); the compute-memory tier (64 slots) is exercised during the runs.
+//!
+//! ```sh
+//! cargo bench -p tributary-serving --bench serving                  # CPU
+//! cargo bench -p tributary-serving --bench serving --features cuda -- --device cuda
+//! cargo bench -p tributary-serving --bench serving -- --requests 128 --quick
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc::unbounded_channel;
+use tributary_jobs::compute::Compute;
+use tributary_jobs::model::{BaseModel, LoraTarget};
+use tributary_pipeline::{Config, Tables, Warehouse};
+use tributary_serving::adapter_cache::{AdapterKey, BaseIdentity, Loader, Registry};
+use tributary_serving::infer::{Batching, Engine, EngineOptions, EngineParts};
+use tributary_serving::queue::Event;
+use tributary_serving::sampling::SamplingParams;
+use tributary_serving::validation::{ApiKind, ValidatedRequest};
+use tributary_serving::{Metrics, synthetic};
+
+struct Args {
+    device: String,
+    requests: usize,
+    rate: f64,
+    max_batch: usize,
+    warehouse: Option<String>,
+    quick: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args { device: "cpu".into(), requests: 256, rate: 400.0, max_batch: 32, warehouse: None, quick: false };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let next = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--device" => a.device = next,
+            "--requests" => a.requests = next.parse().unwrap_or(a.requests),
+            "--rate" => a.rate = next.parse().unwrap_or(a.rate),
+            "--max-batch" => a.max_batch = next.parse().unwrap_or(a.max_batch),
+            "--warehouse" => a.warehouse = Some(next),
+            "--quick" => {
+                a.quick = true;
+                i += 1;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+/// One workload request: adapter index (None = base), prompt tokens, output length.
+struct Spec {
+    adapter: Option<usize>,
+    prompt: Vec<u32>,
+    output: usize,
+    at: Duration,
+}
+
+/// Power-law popularity: P(i) ∝ (i + 1)^-alpha over `n` adapters (S-LoRA's adapter distribution).
+fn pick(rng: &mut StdRng, cdf: &[f64]) -> usize {
+    let u: f64 = rng.random::<f64>() * cdf[cdf.len() - 1];
+    cdf.partition_point(|c| *c < u).min(cdf.len() - 1)
+}
+
+fn workload(n: Option<usize>, alpha: f64, requests: usize, rate: f64, vocab: u32, eot: u32, seed: u64) -> Vec<Spec> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let cdf: Vec<f64> = match n {
+        Some(n) => (0..n)
+            .scan(0.0, |acc, i| {
+                *acc += ((i + 1) as f64).powf(-alpha);
+                Some(*acc)
+            })
+            .collect(),
+        None => vec![],
+    };
+    let mut t = 0.0;
+    (0..requests)
+        .map(|_| {
+            // Exponential inter-arrival times: a Poisson process of `rate` requests per second.
+            t += -(1.0 - rng.random::<f64>()).ln() / rate;
+            let len = rng.random_range(8..=32);
+            let prompt = std::iter::once(eot).chain((1..len).map(|_| rng.random_range(0..vocab)).filter(|x| *x != eot)).collect();
+            Spec {
+                adapter: n.map(|_| pick(&mut rng, &cdf)),
+                prompt,
+                output: rng.random_range(16..=48),
+                at: Duration::from_secs_f64(t),
+            }
+        })
+        .collect()
+}
+
+struct RunResult {
+    req_per_s: f64,
+    tok_per_s: f64,
+    ttft_p50: f64,
+    ttft_p90: f64,
+    mean_batch: f64,
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn run(base: &BaseModel, loader: &Loader, specs: &[Spec], keys: &[AdapterKey], batching: Batching, max_batch: usize) -> RunResult {
+    let metrics = Arc::new(Metrics::default());
+    let (usage, mut usage_rx) = unbounded_channel();
+    let drain = tokio::spawn(async move {
+        let mut n = 0;
+        while usage_rx.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    let engine = Engine::start(
+        EngineParts {
+            model: Arc::new(base.model.clone()),
+            tokenizer: base.tokenizer.clone(),
+            base_name: base.name.clone(),
+            loader: loader.clone(),
+            metrics: metrics.clone(),
+            usage,
+            runtime: tokio::runtime::Handle::current(),
+        },
+        EngineOptions { max_batch, max_queue: specs.len() + 1, max_active_adapters: 64, batching, ..EngineOptions::default() },
+    )
+    .expect("engine starts");
+    let handle = engine.handle();
+    let start = Instant::now();
+    let mut waiting = Vec::with_capacity(specs.len());
+    for (i, s) in specs.iter().enumerate() {
+        let wait = s.at.saturating_sub(start.elapsed());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let request = ValidatedRequest {
+            id: format!("bench-{i}"),
+            model: String::new(),
+            adapter: s.adapter.map(|a| keys[a].clone()),
+            prompt_tokens: s.prompt.clone(),
+            params: SamplingParams { max_tokens: s.output, ignore_eos: true, ..SamplingParams::default() },
+            stream: false,
+            return_token_ids: false,
+            api: ApiKind::Completion,
+        };
+        let mut rx = handle.submit(request).expect("queue has room");
+        waiting.push(tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Some(Event::Done(f)) => return (f.ttft_secs, f.completion_tokens, Instant::now()),
+                    Some(Event::Token(_)) => continue,
+                    Some(Event::Failed(e)) => panic!("request failed: {e}"),
+                    None => panic!("engine dropped a request"),
+                }
+            }
+        }));
+    }
+    let mut ttft = Vec::with_capacity(specs.len());
+    let (mut tokens, mut last) = (0usize, start);
+    for w in waiting {
+        let (t, n, done) = w.await.expect("request task");
+        ttft.push(t);
+        tokens += n;
+        last = last.max(done);
+    }
+    let report = engine.shutdown().await.expect("engine stops");
+    assert_eq!(drain.await.expect("drain"), specs.len(), "every request metered");
+    assert_eq!(report.finished, specs.len());
+    ttft.sort_by(f64::total_cmp);
+    let secs = last.duration_since(start).as_secs_f64();
+    RunResult {
+        req_per_s: specs.len() as f64 / secs,
+        tok_per_s: tokens as f64 / secs,
+        ttft_p50: quantile(&ttft, 0.5),
+        ttft_p90: quantile(&ttft, 0.9),
+        mean_batch: metrics.batch_size.sum() / metrics.batch_size.count().max(1) as f64,
+    }
+}
+
+fn line(label: &str, r: &RunResult) {
+    println!(
+        "| {label:<44} | {:>8.1} | {:>9.0} | {:>9.1} | {:>9.1} | {:>6.1} |",
+        r.req_per_s,
+        r.tok_per_s,
+        r.ttft_p50 * 1e3,
+        r.ttft_p90 * 1e3,
+        r.mean_batch
+    );
+}
+
+fn verdict(ratio: f64, target: f64) -> &'static str {
+    if ratio >= target { "meets" } else { "MISSES" }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let compute: Compute = a.device.parse().expect("--device cpu | cuda | cuda:N");
+    let device = compute.device().expect("device available in this build");
+    let base = match &a.warehouse {
+        Some(dir) => {
+            let mut c = Config::default();
+            c.warehouse = format!("file://{}", std::fs::canonicalize(dir).expect("warehouse dir").join("warehouse").display());
+            let w = Warehouse::open(&c).expect("warehouse");
+            BaseModel::load(&w, "tributary-base", &device).await.expect("models/tributary-base in --warehouse")
+        }
+        None => synthetic::tiny_base(&Warehouse::in_memory(), "bench-base", 1, 600, &device).await.expect("base model"),
+    };
+    let warehouse = Warehouse::in_memory();
+    // The base model's files must be in the warehouse the adapters are read from: re-register it.
+    let files = tributary_jobs::model::loader::model_files(&base.model, &base.tokenizer).expect("files");
+    files.write_warehouse(&warehouse, &base.name, &[]).await.expect("write base");
+    let n_max = if a.quick { 128 } else { 1024 };
+    let t0 = Instant::now();
+    let mut keys = Vec::with_capacity(n_max);
+    for i in 0..n_max {
+        let adapter = synthetic::random_adapter(&base.model, 8, 16.0, &LoraTarget::ATTENTION, 0.05, 1000 + i as u64);
+        let version = "v1";
+        let datanet = format!("a{i:04}");
+        let record = synthetic::record(&base, &datanet, version, &adapter, 0, 0);
+        synthetic::publish(&warehouse, &record, &adapter).await.expect("publish");
+        keys.push(AdapterKey::new(datanet, version));
+    }
+    let registry = Registry::new(&base.name);
+    registry.refresh(&warehouse).await.expect("scan adapters");
+    let loader = Loader::new(
+        warehouse.clone(),
+        registry,
+        BaseIdentity { name: base.name.clone(), sha256: base.sha256.clone() },
+        Arc::new(base.model.clone()),
+        2 * n_max,
+        64,
+        Arc::new(Metrics::default()),
+    );
+    for k in &keys {
+        loader.load(k).await.expect("adapter loads");
+    }
+    let _ = Tables::new(warehouse);
+    let (vocab, eot) = (base.model.config.vocab_size as u32, base.tokenizer.eot());
+    eprintln!(
+        "setup: {} adapters published and loaded into host memory in {:.1}s; device {compute}; {} requests per run at {} req/s; max batch {}",
+        n_max,
+        t0.elapsed().as_secs_f64(),
+        a.requests,
+        a.rate,
+        a.max_batch
+    );
+
+    println!("\n| run | req/s | tokens/s | TTFT p50 ms | TTFT p90 ms | batch |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let r = a.requests;
+    let base_only = run(&base, &loader, &workload(None, 0.0, r, a.rate, vocab, eot, 1), &keys, Batching::Heterogeneous, a.max_batch).await;
+    line("base model alone", &base_only);
+    let mut by_n = Vec::new();
+    let ns: Vec<usize> = [1, 16, 128, 1024].into_iter().filter(|n| *n <= n_max).collect();
+    let mut same = Vec::new();
+    for alpha in [0.1, 1.0] {
+        for &n in &ns {
+            let w = workload(Some(n), alpha, r, a.rate, vocab, eot, 2);
+            let res = run(&base, &loader, &w, &keys, Batching::Heterogeneous, a.max_batch).await;
+            line(&format!("N={n} alpha={alpha} heterogeneous"), &res);
+            if n == 128 {
+                let s = run(&base, &loader, &w, &keys, Batching::SameAdapter, a.max_batch).await;
+                line(&format!("N={n} alpha={alpha} same-adapter only"), &s);
+                same.push((alpha, res.req_per_s / s.req_per_s));
+            }
+            by_n.push((alpha, n, res));
+        }
+    }
+
+    println!("\n| ratio | alpha | value | target | |");
+    println!("|---|---:|---:|---:|---|");
+    for (alpha, ratio) in &same {
+        println!("| (1) heterogeneous / same-adapter-only, N=128 | {alpha} | {ratio:.2}× | ≥ 8× | {} |", verdict(*ratio, 8.0));
+    }
+    let n_top = *ns.last().unwrap_or(&1);
+    for alpha in [0.1, 1.0] {
+        let at = |n: usize| by_n.iter().find(|(a, m, _)| *a == alpha && *m == n).map(|(_, _, r)| r.req_per_s);
+        if let (Some(hi), Some(one)) = (at(n_top), at(1)) {
+            let ratio = hi / one;
+            println!("| (2) throughput N={n_top} / N=1 | {alpha} | {ratio:.3} | ≥ 0.9 | {} |", verdict(ratio, 0.9));
+        }
+    }
+    if let Some((_, _, one)) = by_n.iter().find(|(a, n, _)| *a == 0.1 && *n == 1) {
+        let ratio = one.req_per_s / base_only.req_per_s;
+        println!("| (3) one adapter / base model alone | - | {ratio:.3} | ≥ 0.85 | {} |", verdict(ratio, 0.85));
+    }
+}

@@ -1,0 +1,90 @@
+//! `tributary eval attribution`: the attribution benchmark (see `jobs/src/eval.rs`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tributary_jobs::attribute::Method;
+use tributary_jobs::base_model::BaseModelSpec;
+use tributary_jobs::compute::Compute;
+use tributary_jobs::eval::{self, EvalConfig, EvalProgress};
+use tributary_jobs::model::BaseModel;
+
+use super::{App, Format};
+
+/// Arguments of `tributary eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: EvalCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum EvalCommand {
+    /// Detection AUCs, example- and contributor-level LDS against the noise ceiling, cost.
+    Attribution(AttributionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AttributionArgs {
+    /// Retrainings per LDS (at least 50 for the published figures).
+    #[arg(long, default_value_t = 50)]
+    subsets: usize,
+    /// Worker threads for the retrainings.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Methods, comma-separated.
+    #[arg(long, default_value = "exact-block,datainf,tracin,graddot")]
+    methods: String,
+    /// Base model under models/ (built with the default spec if missing).
+    #[arg(long)]
+    base_model: Option<String>,
+    /// Seed of the generated datanet.
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    /// Also write the full report as JSON here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let EvalCommand::Attribution(a) = args.command;
+    let name = a.base_model.clone().unwrap_or_else(|| app.config.serving.base_model.clone());
+    let warehouse = app.warehouse()?;
+    let device = Compute::Cpu.device()?;
+    if !tributary_jobs::base_model::exists(&warehouse, &name).await? {
+        eprintln!("base model models/{name}/ is missing; building it first");
+        let spec = BaseModelSpec { name: name.clone(), ..BaseModelSpec::default() };
+        super::base_model::init(app, &spec, Compute::Cpu, false).await?;
+    }
+    let base = BaseModel::load(&warehouse, &name, &device).await?;
+    let methods = a.methods.split(',').map(|m| m.trim().parse::<Method>()).collect::<Result<Vec<_>, _>>()?;
+    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods, ..EvalConfig::default() };
+    cfg.kb.seed = a.seed;
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let b = bar.clone();
+    let progress = move |p: EvalProgress| match p {
+        EvalProgress::Phase(m) => {
+            b.set_message(m.clone());
+            b.println(format!("  {m}"));
+        }
+        EvalProgress::Retrained { done, total } => {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    };
+    let report = tokio::task::spawn_blocking(move || eval::run(&base, &cfg, &progress)).await??;
+    bar.finish_and_clear();
+    if let Some(path) = &a.output {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    match app.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => println!("{}", report.markdown()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

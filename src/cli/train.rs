@@ -1,0 +1,172 @@
+//! `tributary train`: fit a LoRA adapter on a datanet's `gold.training_set`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tributary_jobs::compute::Compute;
+use tributary_jobs::model::LoraTarget;
+use tributary_jobs::train::{TrainConfig, TrainEvent, TrainJob, TrainSummary};
+
+use super::{App, Format, output};
+
+/// Arguments of `tributary train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Datanet to train on.
+    #[arg(long)]
+    pub datanet: String,
+    /// Epoch: train on rows of epochs up to this one (default: the latest present).
+    #[arg(long)]
+    pub epoch: Option<i64>,
+    /// Base model under models/ (default: serving.base_model).
+    #[arg(long)]
+    pub base_model: Option<String>,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank).
+    #[arg(long, default_value_t = 8.0)]
+    pub alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Target modules, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj")]
+    pub targets: String,
+    /// Passes over the training rows.
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Rows per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-2)]
+    pub lr: f64,
+    /// Seed (initialization, batch order, dropout).
+    #[arg(long, default_value_t = 17)]
+    pub seed: u64,
+    /// Compute device: cpu, or cuda[:N] when built with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl TrainArgs {
+    /// The training settings these flags describe.
+    pub fn train_config(&self) -> anyhow::Result<TrainConfig> {
+        let targets = self
+            .targets
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| LoraTarget::parse(s).ok_or_else(|| anyhow::anyhow!("unknown target module `{s}`")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut cfg = TrainConfig { epochs: self.epochs, batch_size: self.batch_size, lr: self.lr, seed: self.seed, ..TrainConfig::default() };
+        cfg.lora.rank = self.rank;
+        cfg.lora.alpha = self.alpha;
+        cfg.lora.dropout = self.dropout;
+        cfg.lora.targets = targets;
+        Ok(cfg)
+    }
+}
+
+/// Set on Ctrl-C or SIGTERM; the running job checkpoints and stops.
+pub fn cancel_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term => {},
+        }
+        eprintln!("stopping after a checkpoint…");
+        f.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+/// A progress bar fed by train events.
+pub fn progress_bar(label: &str) -> (ProgressBar, Arc<dyn Fn(TrainEvent) + Send + Sync>) {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} steps {{msg}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let b = bar.clone();
+    let f = Arc::new(move |e: TrainEvent| match e {
+        TrainEvent::Started { total_steps, resumed_from, .. } => {
+            b.set_length(total_steps as u64);
+            b.set_position(resumed_from.unwrap_or(0) as u64);
+        }
+        TrainEvent::Step(p) => {
+            b.set_position(p.step as u64);
+            b.set_message(format!("epoch {} loss {:.3} lr {:.1e}", p.epoch, p.loss, p.lr));
+        }
+        TrainEvent::Epoch(m) => {
+            b.println(format!("  epoch {}: train loss {:.4}, validation loss {:.4}", m.epoch, m.train_loss, m.val_loss));
+        }
+    });
+    (bar, f)
+}
+
+pub async fn run(app: &App, args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let catalog = app.catalog()?;
+    let _lock = catalog.try_lock(&format!("train-{}", args.datanet))?;
+    let compute: Compute = args.device.parse()?;
+    let cfg = args.train_config()?;
+    let run_id = catalog.start_run("train", &serde_json::json!({"datanet": args.datanet, "epoch": args.epoch}))?;
+    let (bar, progress) = progress_bar(&args.datanet);
+    let mut job = TrainJob::new(app.config.clone(), app.tables()?, &args.datanet)
+        .with_epoch(args.epoch)
+        .with_train_config(cfg)
+        .with_compute(compute)
+        .with_progress(progress)
+        .with_cancel(cancel_flag());
+    if let Some(b) = &args.base_model {
+        job = job.with_base_model(b.clone());
+    }
+    let result = job.execute().await;
+    bar.finish_and_clear();
+    match &result {
+        Ok(s) => catalog.finish_run(run_id, Ok(&serde_json::to_value(s)?))?,
+        Err(e) => catalog.finish_run(run_id, Err(&e.to_string()))?,
+    }
+    print_summary(&result?, app.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a train summary (also used by the demo).
+pub fn print_summary(s: &TrainSummary, format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let what = if s.already_trained {
+        "already trained".to_string()
+    } else {
+        match s.resumed_from {
+            Some(step) => format!("trained (resumed at step {step})"),
+            None => "trained".to_string(),
+        }
+    };
+    println!(
+        "{}: adapter {} {what} on {} rows of gold.training_set@{} (epoch {}); validation loss {:.4} → {:.4}",
+        s.datanet, s.version, s.rows, s.training_set_version, s.epoch, s.metrics.base_val_loss, s.metrics.final_val_loss
+    );
+    let rows = s
+        .metrics
+        .epochs
+        .iter()
+        .map(|e| vec![e.epoch.to_string(), format!("{:.4}", e.train_loss), format!("{:.4}", e.val_loss), format!("{:.2e}", e.lr)])
+        .collect();
+    println!("{}", output::table(&["epoch", "train loss", "validation loss", "mean lr"], rows));
+    Ok(())
+}
