@@ -20,11 +20,11 @@ fi
 if [ ! -d ledger/js/node_modules/@openzeppelin/merkle-tree ] || [ ! -d ledger/js/node_modules/solc ] \
     || ! ls ledger/js/node_modules/@foundry-rs/anvil-*/bin/anvil >/dev/null 2>&1; then
     echo "installing ledger/js npm packages (npm ci)…" >&2
-    (cd ledger/js && npm ci --ignore-scripts --no-audit --no-fund)
+    (cd ledger/js && npm ci --ignore-scripts --no-audit --no-fund) || echo "warning: npm ci in ledger/js failed; ledger tests will not run" >&2
 fi
 
 # Python readers for the analyst notebooks and the "tables are standard Delta" check.
 if ! python3 -c "import polars, deltalake, pyarrow, nbclient, nbformat, ipykernel, matplotlib, Crypto" >/dev/null 2>&1; then
     echo "installing notebook dependencies (PyPI)…" >&2
-    python3 -m pip install --quiet -r notebooks/requirements.txt
+    python3 -m pip install --quiet -r notebooks/requirements.txt || echo "warning: notebook dependencies failed to install" >&2
 fi
