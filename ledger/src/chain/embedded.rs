@@ -300,7 +300,7 @@ impl EmbeddedChain {
         })
     }
 
-    fn call_env(req: &CallRequest, gas_limit: u64) -> Result<TxEnv> {
+    fn call_env(req: &CallRequest, gas_limit: u64, chain_id: u64) -> Result<TxEnv> {
         TxEnv::builder()
             .caller(req.from.unwrap_or_default())
             .kind(match req.to {
@@ -311,6 +311,7 @@ impl EmbeddedChain {
             .value(req.value)
             .gas_limit(gas_limit)
             .gas_price(0)
+            .chain_id(Some(chain_id))
             .build()
             .map_err(|e| Error::Embedded(format!("building a call: {e:?}")))
     }
@@ -318,7 +319,7 @@ impl EmbeddedChain {
     fn simulate(&self, req: &CallRequest) -> Result<ExecutionResult> {
         self.with_inner(|inner| {
             let block = Self::next_block_env(inner);
-            let env = Self::call_env(req, BLOCK_GAS_LIMIT)?;
+            let env = Self::call_env(req, BLOCK_GAS_LIMIT, inner.chain_id)?;
             let out = Self::run(inner, env, block, 0, false).map_err(Error::Embedded)?;
             Ok(out.result)
         })

@@ -26,7 +26,8 @@ pub fn rewrite_amounts(dir: &Path) {
         for b in batches {
             let idx = schema.index_of("amount").expect("amount column");
             let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-            cols[idx] = Arc::new(StringArray::from(vec!["1"; b.num_rows()]));
+            let ones: ArrayRef = Arc::new(StringArray::from(vec!["1"; b.num_rows()]));
+            cols[idx] = arrow::compute::cast(&ones, schema.field(idx).data_type()).expect("cast to the file's string type");
             w.write(&RecordBatch::try_new(schema.clone(), cols).expect("batch")).expect("write");
         }
         w.close().expect("close");
