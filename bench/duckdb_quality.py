@@ -53,7 +53,7 @@ stats AS (
         CASE WHEN len(toks) >= 4 AND tok_chars > 0 THEN least(1.0, coalesce(list_max(list_transform(map_entries(h2),
              e -> CASE WHEN e.value > 1 THEN e.value * (length(e.key) - 1) ELSE 0 END)), 0) / tok_chars) ELSE 0 END
              AS top_2gram_fraction,
-        CASE WHEN len(toks) >= 10 AND tok_chars > 0 THEN coalesce(list_sum(list_transform(
+        CASE WHEN len(toks) >= 6 AND tok_chars > 0 THEN coalesce(list_sum(list_transform(
              list_distinct(flatten(list_transform(list_filter(range(1, len(fivegrams) + 1), i -> h5[fivegrams[i]] > 1),
                                                   i -> range(i, i + 5)))),
              j -> length(toks[j]))), 0) / tok_chars ELSE 0 END AS dup_5gram_fraction,

@@ -210,7 +210,7 @@ pub fn text_stats(text: &str, s: &mut Scratch) -> TextStats {
         }
         st.top_2gram_fraction = (best as f64 / total as f64).min(1.0);
     }
-    if toks.len() >= 10 && total > 0 {
+    if toks.len() >= 6 && total > 0 {
         // Characters covered by any 5-gram that occurs more than once.
         s.grams.clear();
         for (start, w) in toks.windows(5).enumerate() {
