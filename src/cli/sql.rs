@@ -50,9 +50,9 @@ pub enum SqlCommand {
 pub struct RunArgs {
     /// Models to run (`layer.name` or `name`; `name+` adds everything downstream). Default: all.
     pub models: Vec<String>,
-    /// Rebuild only this epoch of incremental models.
+    /// Rebuild only this epoch of incremental models (repeatable).
     #[arg(long, conflicts_with = "full_refresh")]
-    pub epoch: Option<i64>,
+    pub epoch: Vec<i64>,
     /// Rebuild the selected models from scratch.
     #[arg(long)]
     pub full_refresh: bool,
@@ -162,7 +162,7 @@ pub async fn run(app: &App, args: SqlArgs) -> anyhow::Result<ExitCode> {
         }
         SqlCommand::Plan(r) => {
             let builder = builder(app, args.project.as_deref(), &r.models)?
-                .with_epochs(r.epoch.map(EpochSelection::Only).unwrap_or_default())
+                .with_epochs(if r.epoch.is_empty() { EpochSelection::Pending } else { EpochSelection::Only(r.epoch) })
                 .with_full_refresh(r.full_refresh);
             let plans = builder.plan().await?;
             match app.format {
@@ -193,7 +193,7 @@ pub async fn run(app: &App, args: SqlArgs) -> anyhow::Result<ExitCode> {
         }
         SqlCommand::Run(r) => {
             let builder = builder(app, args.project.as_deref(), &r.models)?
-                .with_epochs(r.epoch.map(EpochSelection::Only).unwrap_or_default())
+                .with_epochs(if r.epoch.is_empty() { EpochSelection::Pending } else { EpochSelection::Only(r.epoch) })
                 .with_full_refresh(r.full_refresh);
             execute(app, builder).await
         }

@@ -26,14 +26,14 @@ use super::session::{CONFIG_SCHEMA, Snapshot};
 use super::state::{Build, InputRead, State};
 
 /// Which epochs of incremental models to consider.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EpochSelection {
     /// Every epoch that is new or stale (the default).
     #[default]
     Pending,
-    /// Rebuild exactly this epoch (`--epoch N`).
-    Only(i64),
+    /// Rebuild exactly these epochs (`--epoch N`, repeatable).
+    Only(Vec<i64>),
     /// Rebuild every epoch in `[from, to]` that has input rows (`backfill --from --to`).
     Range(i64, i64),
 }
@@ -220,7 +220,7 @@ impl<'a> Planner<'a> {
         &mut self,
         model: &Model,
         upstream: &BTreeMap<TableId, ModelPlan>,
-        selection: EpochSelection,
+        selection: &EpochSelection,
         full_refresh: bool,
     ) -> Result<ModelPlan> {
         let mut plan = ModelPlan {
@@ -273,7 +273,7 @@ impl<'a> Planner<'a> {
             (true, ..) => Some(Reason::FullRefresh),
             (false, false, true, _) => Some(Reason::NeverBuilt),
             (false, false, false, _) => Some(Reason::TableMissing),
-            (false, true, _, Some(was)) if selection == EpochSelection::Pending => Some(Reason::SqlChanged { was: was.clone() }),
+            (false, true, _, Some(was)) if *selection == EpochSelection::Pending => Some(Reason::SqlChanged { was: was.clone() }),
             _ => None,
         };
         if let Some(r) = whole {
@@ -285,13 +285,13 @@ impl<'a> Planner<'a> {
             plan.reasons.push((None, r));
             return Ok(plan);
         }
-        let candidates: Vec<i64> = match selection {
+        let candidates: Vec<i64> = match *selection {
             EpochSelection::Pending => available.iter().copied().collect(),
-            EpochSelection::Only(e) => vec![e],
+            EpochSelection::Only(ref es) => es.iter().copied().collect::<BTreeSet<i64>>().into_iter().collect(),
             EpochSelection::Range(a, b) => available.range(a..=b).copied().collect(),
         };
         for e in candidates {
-            if selection != EpochSelection::Pending {
+            if *selection != EpochSelection::Pending {
                 plan.epochs.push(e);
                 plan.reasons.push((Some(e), Reason::Requested));
                 continue;

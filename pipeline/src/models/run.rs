@@ -231,7 +231,7 @@ impl RunBuilder {
         let mut out = Vec::new();
         for id in self.selected()? {
             let model = self.model(&id)?;
-            let p = planner.plan(model, &plans, self.epochs, self.full_refresh).await?;
+            let p = planner.plan(model, &plans, &self.epochs, self.full_refresh).await?;
             plans.insert(id, p.clone());
             out.push(p);
         }
@@ -321,7 +321,7 @@ impl RunBuilder {
     ) -> Result<ModelPlan> {
         let (ctx, snapshot) = session::open(&self.tables, &self.config, &BTreeMap::new()).await?;
         let mut planner = Planner::new(&self.project, state, &ctx, &snapshot);
-        let plan = planner.plan(model, upstream, self.epochs, self.full_refresh).await?;
+        let plan = planner.plan(model, upstream, &self.epochs, self.full_refresh).await?;
         report.why = plan.why();
         for i in &model.inputs {
             if let Some(v) = snapshot.versions.get(&i.table) {

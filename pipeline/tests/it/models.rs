@@ -478,7 +478,7 @@ async fn incremental_runs_touch_only_new_epochs() {
     let full_stats = env.rows(stats).await;
 
     // --epoch rebuilds exactly that epoch; backfill a range.
-    let r = env.runner(&p).with_epochs(EpochSelection::Only(0)).execute().await.expect("epoch 0");
+    let r = env.runner(&p).with_epochs(EpochSelection::Only(vec![0])).execute().await.expect("epoch 0");
     assert!(r.models.iter().all(|m| m.epochs == vec![0]));
     let r = env.runner(&p).with_epochs(EpochSelection::Range(0, 5)).execute().await.expect("backfill");
     assert!(r.models.iter().all(|m| m.epochs == vec![0, 1]));
