@@ -37,6 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(j) = std::env::var("TRIBUTARY_EVAL_KB") {
         cfg.kb = serde_json::from_str(&j)?;
     }
+    if let Ok(d) = std::env::var("TRIBUTARY_EVAL_DAMPING") {
+        cfg.damping = Some(d.parse()?);
+    }
     if let Ok(t) = std::env::var("TRIBUTARY_EVAL_THREADS") {
         cfg.threads = t.parse()?;
     }

@@ -64,14 +64,57 @@ impl Batch {
     }
 }
 
+/// Which next tokens the loss scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    /// The row's own tokens (the training loss).
+    Observed,
+    /// Tokens drawn from the model's own predictive distribution at each position, with this
+    /// seed. Gradients of this loss have the Gauss–Newton matrix (the true Fisher) as their
+    /// expected outer product, unlike the observed-token gradients (the empirical Fisher).
+    Sampled(u64),
+}
+
 /// Mean token cross-entropy of each row over its loss tokens, `[batch]`.
 pub fn per_example_loss(model: &LlamaModel, batch: &Batch, lora: Option<&dyn LoraHook>) -> Tensor<1> {
+    per_example_loss_with(model, batch, lora, Targets::Observed)
+}
+
+/// [`per_example_loss`] with observed or sampled targets.
+pub fn per_example_loss_with(model: &LlamaModel, batch: &Batch, lora: Option<&dyn LoraHook>, targets: Targets) -> Tensor<1> {
     let logits = model.forward_logits(batch.input.clone(), None, lora);
     let [b, t, _] = logits.dims();
     let logp = log_softmax(logits, 2);
-    let picked = logp.gather(2, batch.targets.clone().reshape([b, t, 1])).reshape([b, t]);
+    let targets = match targets {
+        Targets::Observed => batch.targets.clone(),
+        Targets::Sampled(seed) => sample_targets(&logp, seed, &batch.targets.device()).unwrap_or_else(|| batch.targets.clone()),
+    };
+    let picked = logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t]);
     let nll = (picked * batch.mask.clone()).sum_dim(1).neg() / batch.counts.clone();
     nll.reshape([b])
+}
+
+/// One token per position drawn from `exp(logp)`; `None` if the values cannot be read back.
+fn sample_targets(logp: &Tensor<3>, seed: u64, device: &Device) -> Option<Tensor<2, Int>> {
+    use rand::{Rng, SeedableRng};
+    let [b, t, v] = logp.dims();
+    let values = logp.clone().inner().into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(b * t);
+    for row in values.chunks_exact(v) {
+        let u: f64 = rng.random();
+        let mut acc = 0.0f64;
+        let mut pick = v - 1;
+        for (k, lp) in row.iter().enumerate() {
+            acc += f64::from(lp.exp());
+            if acc >= u {
+                pick = k;
+                break;
+            }
+        }
+        out.push(pick as i64);
+    }
+    Some(Tensor::from_data(TensorData::new(out, [b, t]), device))
 }
 
 /// Per-row losses of `rows` under `model` + `lora`, in chunks of `chunk` rows (no gradients).

@@ -53,6 +53,8 @@ pub struct EvalConfig {
     pub corrupt_frac: f64,
     /// Worker threads for retrainings.
     pub threads: usize,
+    /// Damping of `exact-block` and `datainf` (`None` = each method's default).
+    pub damping: Option<f64>,
 }
 
 impl Default for EvalConfig {
@@ -64,6 +66,7 @@ impl Default for EvalConfig {
             methods: Method::ALL.to_vec(),
             corrupt_frac: 0.2,
             threads: 2,
+            damping: None,
         }
     }
 }
@@ -312,7 +315,7 @@ fn scenario(
             &val,
             pad,
             cfg.train.batch_size,
-            &AttributionConfig::new(m),
+            &AttributionConfig { damping: cfg.damping, ..AttributionConfig::new(m) },
             &mut NoCache,
         )?;
         method_scores.push((m, s, t.elapsed().as_secs_f64()));

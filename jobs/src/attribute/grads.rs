@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
 
-use crate::batch::{Batch, per_example_loss};
+use crate::batch::{Batch, Targets, per_example_loss_with};
 use crate::error::{Error, Result};
 use crate::model::{Adapter, LlamaModel, LoraSet, LoraTarget, LoraWeights};
 use crate::tokenizer::Encoded;
@@ -70,6 +70,11 @@ pub fn per_example_grads(
 
 /// Gradients of one chunk of rows (one forward + backward pass).
 pub fn chunk_grads(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded], pad: u32) -> Result<GradBlocks> {
+    chunk_grads_with(model, adapter, rows, pad, Targets::Observed)
+}
+
+/// [`chunk_grads`] with observed or model-sampled targets.
+pub fn chunk_grads_with(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded], pad: u32, targets: Targets) -> Result<GradBlocks> {
     let device = model.device();
     let n = rows.len();
     let scale = adapter.config.scale();
@@ -84,7 +89,7 @@ pub fn chunk_grads(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded], pad:
     }
     let refs: Vec<&Encoded> = rows.iter().collect();
     let batch = Batch::new(&refs, pad, &device);
-    let loss = per_example_loss(model, &batch, Some(&set)).sum();
+    let loss = per_example_loss_with(model, &batch, Some(&set), targets).sum();
     let grads = loss.backward();
     let mut keys = Vec::with_capacity(leaves.len());
     let mut blocks = Vec::with_capacity(leaves.len());

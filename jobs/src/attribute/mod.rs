@@ -45,6 +45,7 @@ use tributary_pipeline::{TableDef, Tables};
 
 use crate::adapter_store::{self, AdapterDir, AdapterRecord};
 use crate::aggregate::{self, ContributorShare, RowInfluence};
+use crate::batch::Targets;
 use crate::compute::Compute;
 use crate::dataset::{self, Row, ValidationSource};
 use crate::error::{Error, Result};
@@ -234,6 +235,10 @@ impl GradCache for NoCache {
     }
 }
 
+/// Seed of the targets sampled for the Gauss–Newton estimate (fixed: results are reproducible).
+const FISHER_SEED: u64 = 0x6a09_e667_f3bc_c908;
+
+#[allow(clippy::too_many_arguments)]
 fn cached_grads(
     model: &LlamaModel,
     adapter: &Adapter,
@@ -241,6 +246,7 @@ fn cached_grads(
     pad: u32,
     chunk: usize,
     phase: &str,
+    targets: Targets,
     cache: &mut dyn GradCache,
 ) -> Result<GradBlocks> {
     let mut parts = Vec::new();
@@ -252,7 +258,11 @@ fn cached_grads(
         let g = match cache.load(&key) {
             Some(g) => g,
             None => {
-                let g = grads::chunk_grads(model, adapter, part, pad)?;
+                let targets = match targets {
+                    Targets::Observed => Targets::Observed,
+                    Targets::Sampled(seed) => Targets::Sampled(seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                };
+                let g = grads::chunk_grads_with(model, adapter, part, pad, targets)?;
                 cache.store(&key, &g)?;
                 g
             }
@@ -280,14 +290,17 @@ pub fn attribute(
         return Err(Error::InvalidArgument("attribution needs training and validation rows".into()));
     }
     let grads_of = |a: &Adapter, rows: &[Encoded], phase: &str, cache: &mut dyn GradCache| {
-        cached_grads(model, a, rows, pad, cfg.chunk, phase, cache)
+        cached_grads(model, a, rows, pad, cfg.chunk, phase, Targets::Observed, cache)
     };
     match cfg.method {
         Method::ExactBlock | Method::DataInf | Method::GradDot => {
             let tg = grads_of(adapter, train, "final-train", cache)?;
             let vg = grads_of(adapter, val, "final-val", cache)?;
             match cfg.method {
-                Method::ExactBlock => exact_block::scores(&tg, &vg, cfg.damping()),
+                Method::ExactBlock => {
+                    let fg = cached_grads(model, adapter, train, pad, cfg.chunk, "fisher", Targets::Sampled(FISHER_SEED), cache)?;
+                    exact_block::scores(&tg, &fg, &vg, cfg.damping())
+                }
                 Method::DataInf => datainf::scores(&tg, &vg, cfg.damping()),
                 _ => graddot::scores(&tg, &vg),
             }
