@@ -134,7 +134,17 @@ impl Tokenizer {
         Ok(Encoded { tokens, loss_mask })
     }
 
-    /// The prompt as the model sees it before generating (opening token, prompt, newline).
+    /// Raw text to continue (OpenAI's `/v1/completions` semantics): the opening token, then the text
+    /// as is. A prompt/completion adapter expects the prompt followed by a newline (see
+    /// [`Tokenizer::encode_prompt`]); a text adapter continues whatever it is given.
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        let mut tokens = vec![self.eot];
+        tokens.extend(self.encode(text)?);
+        Ok(tokens)
+    }
+
+    /// The prompt as the model sees it before generating a completion (opening token, prompt,
+    /// newline), the layout [`Tokenizer::encode_pair`] trains on; the chat API renders messages into it.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
         let mut tokens = vec![self.eot];
         tokens.extend(self.encode(&format!("{prompt}\n"))?);

@@ -249,6 +249,7 @@ fn credits_array(rows: &[UsageRecord], fields: Fields) -> Result<ListArray> {
 
 /// Every row of `gold.inference_usage` (tests, the demo, `tributary serve`'s summary).
 pub async fn read_usage(tables: &Tables) -> Result<Vec<UsageRecord>> {
+    use tributary_pipeline::tables::strings;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
     let def = defs::gold_inference_usage();
@@ -258,22 +259,24 @@ pub async fn read_usage(tables: &Tables) -> Result<Vec<UsageRecord>> {
     let sql = "SELECT request_id, ts, adapter, datanet, tokens_in, tokens_out, fee, credits FROM gold.inference_usage ORDER BY ts, request_id";
     let mut out = Vec::new();
     for b in tables.query(sql).await? {
-        let ids = b.column(0).as_string::<i32>();
+        let ids = strings(b.column(0))?;
         let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
-        let adapter = b.column(2).as_string::<i32>();
-        let datanet = b.column(3).as_string::<i32>();
+        let adapter = strings(b.column(2))?;
+        let datanet = strings(b.column(3))?;
         let tin = b.column(4).as_primitive::<Int64Type>();
         let tout = b.column(5).as_primitive::<Int64Type>();
-        let fee = b.column(6).as_string::<i32>();
+        let fee = strings(b.column(6))?;
         let credits = b.column(7).as_list::<i32>();
         for i in 0..b.num_rows() {
-            let credits = (!credits.is_null(i)).then(|| {
+            let credits = if credits.is_null(i) {
+                None
+            } else {
                 let s = credits.value(i);
                 let s = s.as_struct();
-                let who = s.column(0).as_string::<i32>();
+                let who = strings(s.column(0))?;
                 let w = s.column(1).as_primitive::<Float64Type>();
-                (0..s.len()).map(|j| Credit { address: who.value(j).to_string(), weight: w.value(j) }).collect()
-            });
+                Some((0..s.len()).map(|j| Credit { address: who.value(j).to_string(), weight: w.value(j) }).collect())
+            };
             out.push(UsageRecord {
                 request_id: ids.value(i).to_string(),
                 ts: DateTime::from_timestamp_micros(ts.value(i)).unwrap_or_default(),

@@ -232,7 +232,10 @@ impl Validator {
     fn finish(&self, prompt: &str, common: CommonParams, api: ApiKind) -> Result<ValidatedRequest> {
         let params = sampling(&common, self.limits.max_new_tokens)?;
         let adapter = self.registry.resolve(&common.model)?;
-        let prompt_tokens = self.tokenizer.encode_prompt(prompt)?;
+        let prompt_tokens = match api {
+            ApiKind::Completion => self.tokenizer.encode_continuation(prompt)?,
+            ApiKind::Chat => self.tokenizer.encode_prompt(prompt)?,
+        };
         if prompt_tokens.len() > self.limits.max_prompt_tokens {
             return Err(Error::invalid(
                 "prompt",

@@ -17,7 +17,7 @@ use tributary_pipeline::ingest::IngestBuilder;
 use tributary_pipeline::models::RunBuilder;
 use tributary_pipeline::sample::{self, SampleSpec};
 
-use super::{App, Format, ingest, serve, sql};
+use super::{App, Format, attribute, base_model, epoch, ingest, serve, sql};
 
 /// Arguments of `tributary demo`.
 #[derive(Debug, clap::Args)]
@@ -113,7 +113,10 @@ pub async fn run(args: DemoArgs, format: Format) -> anyhow::Result<ExitCode> {
     })
     .await?;
 
-    stage(4, "serve: requests to the geo-qa and notes adapters, usage and credits", serve::demo_stage(&app)).await?;
+    stage(4, "base model: tokenizer and a small Llama-style decoder", base_model::demo_stage(&app)).await?;
+    stage(5, "train a LoRA adapter per datanet and attribute every row", attribute::demo_stage(&app)).await?;
+    stage(6, "serve: requests to the geo-qa and notes adapters, usage and credits", serve::demo_stage(&app)).await?;
+    stage(7, "rewards (attribution + inference fees), settlement on the embedded chain, and a claim", epoch::demo_stage(&app)).await?;
 
     eprintln!("\ndemo finished in {:.1}s; warehouse at {}", started.elapsed().as_secs_f64(), args.dir.display());
     Ok(ExitCode::SUCCESS)

@@ -212,6 +212,14 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
             eprintln!("   no attribution yet: wrote {written} payouts by row count (interim policy)");
         }
     }
+    let payouts = tables
+        .query(&format!(
+            "SELECT contributor, amount, breakdown FROM gold.epoch_payouts WHERE epoch = {epoch} \
+             ORDER BY CAST(amount AS DECIMAL(38, 0)) DESC, contributor"
+        ))
+        .await?;
+    eprintln!("   gold.epoch_payouts for epoch {epoch} (token base units):");
+    super::output::print_batches(&payouts, app.format)?;
     let r = settle_epoch(app, epoch, None).await?;
     eprintln!(
         "   epoch {epoch}: {} payouts, total {} anchored at {} (payout root {}, attribution root {}){}",

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tributary_pipeline::config::DatanetKind;
 use tributary_serving::{ServingBuilder, shutdown_signal};
 
 use super::{App, Format};
@@ -70,6 +71,18 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
     use tributary_serving::metering::read_usage;
 
     let tables = app.tables()?;
+    // Idempotent like every demo stage: once the demo's requests are metered, a re-run shows them
+    // instead of adding more usage (and fees) to the epoch.
+    let earlier: Vec<_> = read_usage(&tables)
+        .await?
+        .into_iter()
+        .filter(|r| r.datanet.as_deref().is_some_and(|d| ["geo-qa", "notes"].contains(&d)))
+        .collect();
+    if !earlier.is_empty() {
+        eprintln!("   already served in an earlier run; gold.inference_usage rows of the demo adapters:");
+        eprintln!("{}", usage_table(&earlier));
+        return Ok(());
+    }
     let server = match ServingBuilder::new(app.config.clone(), tables.clone())
         .with_bind("127.0.0.1:0")
         .with_admin_token(None)
@@ -94,15 +107,27 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for d in &datanets {
         for prompt in demo_prompts(&tables, d).await {
-            let reply = client
-                .complete(d, &prompt, serde_json::json!({"max_tokens": 48, "temperature": 0, "stop": ["\n\n"]}))
-                .await?;
+            // A prompt/completion adapter is asked through the chat API (which renders the prompt the
+            // way training laid it out); a text adapter continues the opening of a row.
+            let chat = app.config.datanet(d).is_some_and(|n| n.kind == DatanetKind::PromptCompletion);
+            let reply = if chat {
+                let body = serde_json::json!({
+                    "model": d, "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 48, "temperature": 0, "stop": ["\n\n"],
+                });
+                client.post("/v1/chat/completions", &body).await?
+            } else {
+                client
+                    .complete(d, &prompt, serde_json::json!({"max_tokens": 48, "temperature": 0, "stop": ["\n\n"]}))
+                    .await?
+            };
             if reply.status != 200 {
                 anyhow::bail!("{d}: HTTP {}: {}", reply.status, reply.body);
             }
             let b = &reply.body;
             ids.push(b["id"].as_str().unwrap_or_default().to_string());
-            let text = b["choices"][0]["text"].as_str().unwrap_or_default().replace('\n', " ");
+            let choice = &b["choices"][0];
+            let text = choice["text"].as_str().or(choice["message"]["content"].as_str()).unwrap_or_default().replace('\n', " ");
             let credited: Vec<String> = b["attribution"]["contributors"]
                 .as_array()
                 .map(|cs| {
@@ -123,7 +148,13 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
     let report = server.shutdown().await.context("shutting the server down")?;
     eprintln!("   server stopped; {} usage rows flushed", report.meter.rows);
     let rows: Vec<_> = read_usage(&tables).await?.into_iter().filter(|r| ids.contains(&r.request_id)).collect();
-    let table = super::output::table(
+    eprintln!("   gold.inference_usage rows of these requests:\n{}", usage_table(&rows));
+    Ok(())
+}
+
+/// The usage rows as a table: request, adapter, tokens, fee and the credited contributors.
+fn usage_table(rows: &[tributary_serving::metering::UsageRecord]) -> String {
+    super::output::table(
         &["request", "adapter", "tokens in", "tokens out", "fee", "credits"],
         rows.iter()
             .map(|r| {
@@ -142,9 +173,8 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
                 ]
             })
             .collect(),
-    );
-    eprintln!("   gold.inference_usage rows of these requests:\n{table}");
-    Ok(())
+    )
+    .to_string()
 }
 
 /// Two prompts for `datanet`: prompts (or openings) of its training rows, so the adapter has
@@ -154,7 +184,7 @@ async fn demo_prompts(tables: &tributary_pipeline::Tables, datanet: &str) -> Vec
         Ok(set) => set
             .rows
             .iter()
-            .filter_map(|r| r.prompt.clone().or_else(|| Some(r.text.split_whitespace().take(6).collect::<Vec<_>>().join(" "))))
+            .filter_map(|r| r.prompt.clone().or_else(|| Some(r.text.split_whitespace().take(9).collect::<Vec<_>>().join(" "))))
             .filter(|p| !p.is_empty())
             .take(2)
             .collect(),

@@ -692,8 +692,8 @@ async fn existing_influence(
     let mut out = Vec::new();
     for b in batches {
         use arrow::array::AsArray;
-        let ids = b.column(0).as_string::<i32>();
-        let cs = b.column(1).as_string::<i32>();
+        let ids = tributary_pipeline::tables::strings(b.column(0))?;
+        let cs = tributary_pipeline::tables::strings(b.column(1))?;
         let inf = b.column(2).as_primitive::<arrow::datatypes::Float64Type>();
         for i in 0..b.num_rows() {
             out.push(RowInfluence {

@@ -77,9 +77,9 @@ impl Fixture {
             .with_admin_token(Some(TOKEN.into()))
     }
 
-    /// Prompt tokens as the server builds them.
+    /// Prompt tokens as the server builds them for `/v1/completions` (raw continuation).
     pub fn prompt(&self, text: &str) -> Vec<u32> {
-        self.base.tokenizer.encode_prompt(text).expect("encodes")
+        self.base.tokenizer.encode_continuation(text).expect("encodes")
     }
 
     /// Text of tokens as the server returns it (an incomplete trailing character is not shown).
