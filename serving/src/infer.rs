@@ -210,7 +210,9 @@ struct Row {
     slot: usize,
     host: Option<Arc<HostAdapter>>,
     generated: Vec<u32>,
+    /// The token the next decode step feeds (the last one sampled).
     last: u32,
+    /// The position of `last` in the row's sequence (rotary position of the next decode input).
     pos: usize,
     sampler: Sampler,
     text: TextStream,
@@ -449,8 +451,10 @@ impl Worker {
                 slot: a.slot,
                 entry: a.entry,
                 generated: Vec::new(),
+                // The prompt fills positions `0..prompt_len`; `advance` moves `pos` to the sampled
+                // token's position (`prompt_len`) before the first decode step feeds it.
                 last: 0,
-                pos: prompt_len,
+                pos: prompt_len.saturating_sub(1),
                 queue_secs,
                 first_token: None,
             };
