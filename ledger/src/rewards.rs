@@ -146,16 +146,17 @@ impl RewardOutcome {
     }
 }
 
-/// Fixed-point scale for converting f64 weights to integers: 2^52 keeps f64's precision.
-const SCALE: f64 = 4_503_599_627_370_496.0;
-
-fn weight_units(w: f64) -> Result<U256> {
+/// Convert one weight of a split to an integer: `w · 2^shift`, truncated. Scaling by a power of two
+/// is exact in binary floating point, so weights keep every bit they have above the unit (each is
+/// ≥ 2^53 units unless it is tiny next to the largest), and a weight divided into parts that sum to
+/// it exactly converts to integers that sum to at most the whole's: splitting cannot gain weight.
+fn weight_units(w: f64, shift: i32) -> Result<U256> {
     if !w.is_finite() || w < 0.0 {
         return Err(Error::InvalidInput(format!("reward weight {w} must be finite and ≥ 0")));
     }
-    // Normalize by the exponent so very large or small weights keep their precision relative to others:
-    // callers pass weights of one split, all of which are scaled by the same factor below.
-    Ok(U256::from((w * SCALE).round() as u128))
+    let scaled = w * 2f64.powi(shift);
+    // `as u128` truncates toward zero and is exact for integral values below 2^128.
+    Ok(U256::from(scaled as u128))
 }
 
 /// Split `amount` across `parties` by integer `weights` with the largest-remainder rule.
@@ -195,15 +196,32 @@ pub fn apportion(amount: U256, weights: &BTreeMap<String, U256>) -> BTreeMap<Str
     out
 }
 
-/// Split `amount` by f64 weights (scaled to integers first).
+/// `x = m · 2^e` with `m` in [0.5, 1), for finite positive `x`.
+fn frexp(x: f64) -> (f64, i32) {
+    let bits = x.to_bits();
+    let raw = ((bits >> 52) & 0x7ff) as i32;
+    if raw == 0 {
+        // Subnormal: normalize first.
+        let (m, e) = frexp(x * 2f64.powi(64));
+        return (m, e - 64);
+    }
+    let m = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
+    (m, raw - 1022)
+}
+
+/// Split `amount` by f64 weights (scaled to integers by a power of two, exactly).
 fn apportion_f64(amount: U256, weights: &BTreeMap<String, f64>) -> Result<BTreeMap<String, U256>> {
     let max = weights.values().cloned().fold(0.0f64, f64::max);
     if max <= 0.0 {
         return Ok(BTreeMap::new());
     }
+    // The power of two that brings the largest weight into [2^126, 2^127): products with amounts
+    // below 2^128 stay within 256 bits.
+    let (_, exponent) = frexp(max);
+    let shift = 127 - exponent;
     let mut units = BTreeMap::new();
     for (k, w) in weights {
-        units.insert(k.clone(), weight_units(w / max)?);
+        units.insert(k.clone(), weight_units(*w, shift)?);
     }
     Ok(apportion(amount, &units))
 }
@@ -429,8 +447,11 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         for _ in 0..500 {
             let base = random_case(&mut rng);
-            let victim = base.attribution[0].clone();
             let k = rng.random_range(2..6u64);
+            let mut base = base;
+            // An influence that divides by k exactly, so the parts sum to the whole in f64 too.
+            base.attribution[0].positive_influence = (base.attribution[0].positive_influence * 1024.0).round() * k as f64;
+            let victim = base.attribution[0].clone();
             // Split the first contributor's rows into k addresses, each keeping the same rejection rate
             // (rows and influence divided proportionally), as a splitter who spreads their data would.
             let mut split = base.clone();

@@ -29,6 +29,42 @@ fn setup(dir: &Path) {
         .output()
         .expect("sample");
     assert!(out.status.success(), "sample: {}", String::from_utf8_lossy(&out.stderr));
+    copy_dir(&base_model_warehouse().join("models"), &dir.join("warehouse/models"));
+}
+
+/// A warehouse holding a small base model, made once per build with `tributary base-model init`
+/// (step-bound, so every copy is the same model and the two runs below can compare roots).
+fn base_model_warehouse() -> &'static Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("epoch-test-base-v1");
+        if dir.join("warehouse/models/tributary-base/model.safetensors").exists() {
+            return dir;
+        }
+        std::fs::create_dir_all(&dir).expect("base dir");
+        std::fs::write(dir.join("tributary.toml"), CONFIG).expect("config");
+        let out = bin()
+            .arg("--config")
+            .arg(&dir)
+            .args(["base-model", "init", "--steps", "200", "--max-seconds", "100000", "--force"])
+            .output()
+            .expect("base-model init");
+        assert!(out.status.success(), "base-model init: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
 
 fn current_epoch(dir: &Path) -> i64 {

@@ -79,6 +79,8 @@ impl Site {
             config.chain.rpc_url = url.to_string();
             // The operator key comes from the environment only in the CLI; tests pass signers directly.
             config.chain.operator_key_env = String::new();
+            // A real node has no built-in guardian: name anvil's second dev account, as an operator would.
+            config.chain.guardian_address = tributary_ledger::keys::dev_signer(tributary_ledger::keys::DevKey::Guardian).address().to_string();
         }
         let warehouse = Warehouse::open(&config).expect("warehouse");
         let catalog = Catalog::open(&config.catalog).expect("catalog");
