@@ -59,7 +59,7 @@ SELECT
     t.epoch,
     t.datanet,
     t.contributor,
-    rank() OVER (PARTITION BY t.epoch, t.datanet ORDER BY t.accepted DESC) AS rank,
+    CAST(rank() OVER (PARTITION BY t.epoch, t.datanet ORDER BY t.accepted DESC) AS BIGINT) AS rank,
     t.submitted,
     t.accepted,
     t.exact_duplicates,

@@ -52,6 +52,13 @@ fn demo_runs_and_is_idempotent() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("signature_mismatch") && stdout.contains("not_parquet"), "{stdout}");
     assert!(demo.join("warehouse/tables/bronze/contributions/_delta_log").is_dir());
+    // Every stage ran through settlement and a claim, and served requests were metered.
+    for needle in ["== stage 7", "anchored at", "claim for 0x", "gold.inference_usage rows of these requests"] {
+        assert!(stderr.contains(needle), "demo output lacks `{needle}`:\n{stderr}");
+    }
+    let versions_before = delta_versions(&demo.join("warehouse/tables"));
+    assert!(versions_before.len() >= 10, "{versions_before:?}");
+    analysts_read_the_warehouse(&demo.join("warehouse"));
 
     let again = bin().arg("demo").arg("--dir").arg(&demo).args(["--format", "json"]).output().expect("run");
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
@@ -64,4 +71,38 @@ fn demo_runs_and_is_idempotent() {
         .expect("valid json");
     assert_eq!(summary["rows_added"], 0, "second demo run must add nothing: {text}");
     assert_eq!(summary["files_accepted"], 0);
+    assert_eq!(delta_versions(&demo.join("warehouse/tables")), versions_before, "a second demo run commits nothing");
+}
+
+/// `schema/table` → number of Delta commits, for every table under `tables/`.
+fn delta_versions(tables: &std::path::Path) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for schema in std::fs::read_dir(tables).expect("tables dir") {
+        let schema = schema.expect("entry").path();
+        for table in std::fs::read_dir(&schema).expect("schema dir") {
+            let table = table.expect("entry").path();
+            let commits = std::fs::read_dir(table.join("_delta_log"))
+                .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+                .unwrap_or(0);
+            let name = format!("{}/{}", schema.file_name().unwrap_or_default().to_string_lossy(), table.file_name().unwrap_or_default().to_string_lossy());
+            out.insert(name, commits);
+        }
+    }
+    out
+}
+
+/// The analysts' side: every notebook runs headless against the fresh demo warehouse, and every
+/// table reads with Python `deltalake` and `polars` alone (no Tributary code). The test command's
+/// setup script installs the Python packages (notebooks/requirements.txt).
+fn analysts_read_the_warehouse(warehouse: &std::path::Path) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for script in ["notebooks/check_tables.py", "notebooks/run_notebooks.py"] {
+        let out = Command::new("python3").arg(root.join(script)).arg(warehouse).output().expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{script} failed (are notebooks/requirements.txt installed? scripts/setup-test-deps.sh does it):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

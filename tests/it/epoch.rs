@@ -29,7 +29,7 @@ fn setup(dir: &Path) {
         .output()
         .expect("sample");
     assert!(out.status.success(), "sample: {}", String::from_utf8_lossy(&out.stderr));
-    copy_dir(&base_model_warehouse().join("models"), &dir.join("warehouse/models"));
+    copy_dir(&base_model_warehouse().join("warehouse/models"), &dir.join("warehouse/models"));
 }
 
 /// A warehouse holding a small base model, made once per build with `tributary base-model init`

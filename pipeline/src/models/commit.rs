@@ -23,9 +23,15 @@ use super::project::Model;
 /// Commit-info key holding the build record.
 pub const META_MODEL: &str = "tributary.model";
 
-/// The type a column is stored as: view types become their plain forms (Delta has no view types).
+/// The type a column is stored as: view types become their plain forms and unsigned integers the
+/// next signed type that holds them (Delta has neither; readers such as polars refuse a UInt64
+/// Parquet column under a `long` Delta column). `UInt64` becomes `Int64`; a value above
+/// `i64::MAX` fails the cast rather than wrapping (see [`to_storage`]).
 pub fn storage_type(t: &DataType) -> DataType {
     match t {
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
         DataType::Dictionary(_, v) => storage_type(v),
@@ -55,7 +61,13 @@ pub fn to_storage(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
         .iter()
         .zip(schema.fields())
         .map(|(c, f)| {
-            if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) }
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                // Not `safe`: a value that does not fit is an error, never a silent null.
+                let options = arrow::compute::CastOptions { safe: false, ..Default::default() };
+                arrow::compute::cast_with_options(c, f.data_type(), &options)
+            }
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
