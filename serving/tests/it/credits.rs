@@ -75,15 +75,12 @@ async fn answers_that_reproduce_training_rows_credit_their_contributors() {
     server.shutdown().await.expect("shutdown");
 
     // Contributors A and C both hold rows that open with exactly that answer; B's row is unrelated.
-    let version = training_set(
-        &f,
-        &[
-            ("c1", A, format!("{text} and then the row goes on with other words")),
-            ("c2", B, "an unrelated row about mountains and lakes and nothing the model says".into()),
-            ("c3", C, text.clone()),
-        ],
-    )
-    .await;
+    let rows = [
+        ("c1", A, format!("{text} and then the row goes on with other words")),
+        ("c2", B, "an unrelated row about mountains and lakes and nothing the model says".into()),
+        ("c3", C, text.clone()),
+    ];
+    let version = training_set(&f, &rows).await;
     // The same weights published as a new version trained on that training set.
     let mut record = synthetic::record(&f.base, "kb", "e0-v1-cafe", &adapter, 0, version);
     record.training_set.delta_version = version;
@@ -96,7 +93,21 @@ async fn answers_that_reproduce_training_rows_credit_their_contributors() {
     assert_eq!(index.header().rows, 3);
     assert_eq!(index.header().contributors, vec![A.to_string(), B.to_string(), C.to_string()]);
     let canonical = f.base.tokenizer.encode(&text).expect("encode");
-    assert_eq!(index.count(&canonical[2..8]), 2, "the span occurs in two rows (∞-gram count)");
+    // ∞-gram counts are occurrences, not rows: every 6-token span of the answer is counted exactly
+    // as often as a brute-force scan of the indexed rows finds it. (The tiny test model's answers
+    // are often repetitive, so a span may occur several times inside one row.)
+    let row_tokens: Vec<Vec<u32>> = rows.iter().map(|r| f.base.tokenizer.encode(&r.2).expect("encode")).collect();
+    let occurrences = |span: &[u32], within: &[u32]| within.windows(span.len()).filter(|w| *w == span).count();
+    for span in canonical.windows(6) {
+        let expected: usize = row_tokens.iter().map(|t| occurrences(span, t)).sum();
+        assert_eq!(index.count(span), expected, "∞-gram count of {span:?}");
+    }
+    // A span that occurs once in the answer occurs in exactly the two rows that reproduce it.
+    let unique = canonical.windows(6).find(|w| occurrences(w, &canonical) == 1);
+    if let Some(span) = unique {
+        assert_eq!(index.count(span), 2, "the span {span:?} occurs in two rows (∞-gram count)");
+    }
+    assert_eq!(index.count(&canonical), 2, "the whole answer occurs in two rows (∞-gram count)");
 
     let http = client(&server);
     let r = http.complete("kb", &prompt, json!({"max_tokens": 24, "temperature": 0})).await.expect("request");
