@@ -14,4 +14,4 @@ if ! "$VENV/bin/python" -c "import duckdb, datasketch, pyarrow" 2>/dev/null; the
     "$VENV/bin/pip" install --quiet -r bench/requirements.txt
 fi
 export TRIBUTARY_BENCH_PYTHON="$PWD/$VENV/bin/python"
-cargo bench --release -p tributary-pipeline --bench sql_models -- "$@"
+cargo bench -p tributary-pipeline --bench sql_models -- "$@"

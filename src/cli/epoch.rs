@@ -200,16 +200,12 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
         .first()
         .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
         .context("bronze.contributions has no rows to settle")?;
-    let pool = tributary_ledger::leaves::parse_uint(&app.config.rewards.pool_per_epoch)
-        .map_err(|e| anyhow::anyhow!("rewards.pool_per_epoch: {e}"))?;
     if tributary_ledger::inputs::read_payouts(&tables, epoch, None).await.is_err() {
-        // The rewards policy first; if it pays nobody (no attribution or usage yet in this demo),
-        // INTERIM: pay by row counts (see `interim_row_count_payouts`).
         let report = tributary_ledger::payouts::write_epoch_payouts(&app.config, &tables, epoch, None).await?;
         eprintln!("   rewards policy: {} payouts, total {} for epoch {epoch}", report.leaves, report.total);
         if report.leaves == 0 {
-            let written = tributary_ledger::inputs::interim_row_count_payouts(&tables, epoch, pool).await?;
-            eprintln!("   no attribution yet: wrote {written} payouts by row count (interim policy)");
+            eprintln!("   nothing to pay in epoch {epoch} (no positive attribution and no inference fees): not settling");
+            return Ok(());
         }
     }
     let payouts = tables
