@@ -112,16 +112,27 @@ async fn streaming_matches_plain_answers_and_stop_strings_cut() {
     assert_eq!(last["choices"][0]["finish_reason"], plain.body["choices"][0]["finish_reason"]);
     assert!(last["attribution"].is_object());
 
-    // Chat, streamed and not.
+    // Chat, streamed and not. Chat renders its messages in the prompt/completion layout training
+    // uses (the prompt, then a newline), while `/v1/completions` continues its prompt as is: a
+    // one-message chat is the completion of the message followed by a newline.
+    let as_prompt = json!({"model": "alpha", "prompt": "the rivers of\n", "max_tokens": 24, "temperature": 0});
+    let p = http.post("/v1/completions", &as_prompt).await.expect("request");
+    assert_eq!(p.status, 200, "{}", p.body);
+    let prompt_text = p.body["choices"][0]["text"].as_str().expect("text").to_string();
     let chat = json!({"model": "alpha", "messages": [{"role": "user", "content": "the rivers of"}], "max_tokens": 24, "temperature": 0});
     let c = http.post("/v1/chat/completions", &chat).await.expect("chat");
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(c.body["object"], "chat.completion");
-    assert_eq!(c.body["choices"][0]["message"]["content"].as_str(), Some(plain_text.as_str()), "one message renders as the prompt");
+    assert_eq!(c.body["usage"]["prompt_tokens"], p.body["usage"]["prompt_tokens"], "the same prompt tokens");
+    assert_eq!(
+        c.body["choices"][0]["message"]["content"].as_str(),
+        Some(prompt_text.as_str()),
+        "one message renders as the prompt followed by a newline"
+    );
     let mut chat_stream = chat.clone();
     chat_stream["stream"] = json!(true);
     let (_, events) = http.stream("/v1/chat/completions", &chat_stream).await.expect("stream");
-    assert_eq!(streamed_text(&events, "delta").0, plain_text);
+    assert_eq!(streamed_text(&events, "delta").0, prompt_text);
 
     // A stop string taken from the middle of the answer cuts it there.
     let words: Vec<&str> = plain_text.split_whitespace().collect();
