@@ -69,52 +69,76 @@ impl Batch {
 pub enum Targets {
     /// The row's own tokens (the training loss).
     Observed,
-    /// Tokens drawn from the model's own predictive distribution at each position, with this
-    /// seed. Gradients of this loss have the Gauss–Newton matrix (the true Fisher) as their
-    /// expected outer product, unlike the observed-token gradients (the empirical Fisher).
+    /// Tokens drawn from the model's own predictive distribution at each position. Row `b` of the
+    /// batch draws from its own stream, seeded `seed + b`, so a row's targets do not depend on how
+    /// rows are chunked. Gradients of this loss have the Gauss–Newton matrix (the true Fisher) as
+    /// their expected outer product, unlike the observed-token gradients (the empirical Fisher).
     Sampled(u64),
 }
 
 /// Mean token cross-entropy of each row over its loss tokens, `[batch]`.
 pub fn per_example_loss(model: &LlamaModel, batch: &Batch, lora: Option<&dyn LoraHook>) -> Tensor<1> {
-    per_example_loss_with(model, batch, lora, Targets::Observed)
+    let logp = log_probs(model, batch, lora);
+    masked_nll(logp, batch.targets.clone(), batch)
 }
 
-/// [`per_example_loss`] with observed or sampled targets.
-pub fn per_example_loss_with(model: &LlamaModel, batch: &Batch, lora: Option<&dyn LoraHook>, targets: Targets) -> Tensor<1> {
-    let logits = model.forward_logits(batch.input.clone(), None, lora);
-    let [b, t, _] = logits.dims();
-    let logp = log_softmax(logits, 2);
+/// [`per_example_loss`] with observed or sampled targets (sampling reads the distribution back
+/// from the device, hence the `Result`).
+pub fn per_example_loss_with(
+    model: &LlamaModel,
+    batch: &Batch,
+    lora: Option<&dyn LoraHook>,
+    targets: Targets,
+) -> crate::Result<Tensor<1>> {
+    let logp = log_probs(model, batch, lora);
     let targets = match targets {
         Targets::Observed => batch.targets.clone(),
-        Targets::Sampled(seed) => sample_targets(&logp, seed, &batch.targets.device()).unwrap_or_else(|| batch.targets.clone()),
+        Targets::Sampled(seed) => sample_targets(&logp, seed, &batch.targets.device())?,
     };
+    Ok(masked_nll(logp, targets, batch))
+}
+
+fn log_probs(model: &LlamaModel, batch: &Batch, lora: Option<&dyn LoraHook>) -> Tensor<3> {
+    log_softmax(model.forward_logits(batch.input.clone(), None, lora), 2)
+}
+
+/// `-mean log p(target)` over each row's loss positions.
+fn masked_nll(logp: Tensor<3>, targets: Tensor<2, Int>, batch: &Batch) -> Tensor<1> {
+    let [b, t, _] = logp.dims();
     let picked = logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t]);
     let nll = (picked * batch.mask.clone()).sum_dim(1).neg() / batch.counts.clone();
     nll.reshape([b])
 }
 
-/// One token per position drawn from `exp(logp)`; `None` if the values cannot be read back.
-fn sample_targets(logp: &Tensor<3>, seed: u64, device: &Device) -> Option<Tensor<2, Int>> {
+/// One token per position drawn from `exp(logp)`, row `b` from the stream seeded `seed + b`.
+fn sample_targets(logp: &Tensor<3>, seed: u64, device: &Device) -> crate::Result<Tensor<2, Int>> {
     use rand::{Rng, SeedableRng};
     let [b, t, v] = logp.dims();
-    let values = logp.clone().inner().into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let values = logp
+        .clone()
+        .inner()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| crate::Error::Internal(format!("reading log-probabilities: {e:?}")))?;
     let mut out = Vec::with_capacity(b * t);
-    for row in values.chunks_exact(v) {
-        let u: f64 = rng.random();
-        let mut acc = 0.0f64;
-        let mut pick = v - 1;
-        for (k, lp) in row.iter().enumerate() {
-            acc += f64::from(lp.exp());
-            if acc >= u {
-                pick = k;
-                break;
+    for (r, row) in values.chunks_exact(t * v).enumerate() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(r as u64));
+        for dist in row.chunks_exact(v) {
+            let u: f64 = rng.random();
+            let mut acc = 0.0f64;
+            let mut pick = v - 1;
+            for (k, lp) in dist.iter().enumerate() {
+                acc += f64::from(lp.exp());
+                if acc >= u {
+                    pick = k;
+                    break;
+                }
             }
+            out.push(pick as i64);
         }
-        out.push(pick as i64);
     }
-    Some(Tensor::from_data(TensorData::new(out, [b, t]), device))
+    Ok(Tensor::from_data(TensorData::new(out, [b, t]), device))
 }
 
 /// Per-row losses of `rows` under `model` + `lora`, in chunks of `chunk` rows (no gradients).

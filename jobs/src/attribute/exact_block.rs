@@ -24,8 +24,9 @@ use super::grads::GradBlocks;
 use super::linalg::Square;
 use crate::error::Result;
 
-/// Version tag recorded with results.
-pub const VERSION: &str = "exact-block/1";
+/// Version tag recorded with results (`/2`: curvature from model-sampled targets, i.e. the
+/// Gauss–Newton matrix; `/1` used the empirical Fisher of the observed labels).
+pub const VERSION: &str = "exact-block/2";
 
 /// Scores of `train` rows on `val` rows, with the curvature estimated from `fisher`.
 pub fn scores(train: &GradBlocks, fisher: &GradBlocks, val: &GradBlocks, damping: f64) -> Result<Scores> {

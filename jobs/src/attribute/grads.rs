@@ -89,7 +89,7 @@ pub fn chunk_grads_with(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded],
     }
     let refs: Vec<&Encoded> = rows.iter().collect();
     let batch = Batch::new(&refs, pad, &device);
-    let loss = per_example_loss_with(model, &batch, Some(&set), targets).sum();
+    let loss = per_example_loss_with(model, &batch, Some(&set), targets)?.sum();
     let grads = loss.backward();
     let mut keys = Vec::with_capacity(leaves.len());
     let mut blocks = Vec::with_capacity(leaves.len());

@@ -5,7 +5,7 @@
 //!
 //! | method | file | influence `τ(i, v)` of training row `i` on validation row `v` |
 //! |---|---|---|
-//! | `exact-block` (default) | [`exact_block`] | `Σ_l g_vᵀ (G_l + λ_l I)⁻¹ g_i`, exact per-block inverse |
+//! | `exact-block` (default) | [`exact_block`] | `Σ_l g_vᵀ (G_l + λ_l I)⁻¹ g_i`, exact per-block inverse of the damped Gauss–Newton block |
 //! | `datainf` | [`datainf`] | same, inverse replaced by Kwon et al.'s closed form |
 //! | `tracin` | [`tracin`] | `Σ_c η_c/B · g_v(θ_c)·g_i(θ_c)` over the epoch checkpoints |
 //! | `graddot` | [`graddot`] | `g_v · g_i` (baseline) |
@@ -58,7 +58,8 @@ use grads::GradBlocks;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Exact per-block inverse of the damped empirical Fisher.
+    /// Exact per-block inverse of the damped Gauss–Newton matrix (the true Fisher, estimated from
+    /// gradients with model-sampled targets).
     ExactBlock,
     /// DataInf's closed-form approximation.
     DataInf,
@@ -235,7 +236,16 @@ impl GradCache for NoCache {
     }
 }
 
-/// Seed of the targets sampled for the Gauss–Newton estimate (fixed: results are reproducible).
+/// Seed of the targets sampled for `exact-block`'s Gauss–Newton estimate (fixed, so results are
+/// reproducible; training row `i` draws from stream `FISHER_SEED + i`).
+///
+/// Why sampled targets rather than the observed labels (the empirical Fisher): on the attribution
+/// benchmark (`cargo run --release -p tributary-jobs --example eval_attribution -- 50`, 240 rows,
+/// 20% falsified) the Gauss–Newton curvature gave example LDS 0.72 / 0.72 (corrupted / clean)
+/// and contributor LDS 0.35 / 0.50, against 0.67 / 0.67 and 0.20 / 0.41 with the empirical
+/// Fisher, whose inverse shrinks exactly the large gradients of mislabeled rows. The empirical
+/// Fisher detected falsified rows better (train→val AUC 0.76 vs 0.69, self-influence AUC 0.94 vs
+/// 0.58) at half the gradient cost; LDS is the primary criterion, so the Gauss–Newton form stays.
 const FISHER_SEED: u64 = 0x6a09_e667_f3bc_c908;
 
 #[allow(clippy::too_many_arguments)]
@@ -258,9 +268,10 @@ fn cached_grads(
         let g = match cache.load(&key) {
             Some(g) => g,
             None => {
+                // Row `i` of `rows` always draws from stream `seed + i`, whatever the chunk size.
                 let targets = match targets {
                     Targets::Observed => Targets::Observed,
-                    Targets::Sampled(seed) => Targets::Sampled(seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                    Targets::Sampled(seed) => Targets::Sampled(seed.wrapping_add((k * chunk.max(1)) as u64)),
                 };
                 let g = grads::chunk_grads_with(model, adapter, part, pad, targets)?;
                 cache.store(&key, &g)?;
@@ -535,6 +546,8 @@ impl AttributeJob {
         let chunks_resumed = cached.len();
         let per_pass = train_enc.len().div_ceil(self.attribution.chunk.max(1)) + val_enc.len().div_ceil(self.attribution.chunk.max(1));
         let passes = if self.attribution.method == Method::TracIn { checkpoints.len().max(1) } else { 1 };
+        // `exact-block` also takes one pass over the training rows with sampled targets.
+        let fisher_pass = if self.attribution.method == Method::ExactBlock { train_enc.len().div_ceil(self.attribution.chunk.max(1)) } else { 0 };
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
         let model = base.model.clone();
@@ -543,7 +556,7 @@ impl AttributeJob {
         let batch_size = record.train.batch_size;
         let progress = self.progress.clone();
         let cancel = self.cancel.clone();
-        let total = per_pass * passes;
+        let total = per_pass * passes + fisher_pass;
         let mut handle = tokio::task::spawn_blocking(move || {
             let mut cache = JobCache { cached, tx, progress, cancel, done: 0, total };
             attribute(&model, &adapter, &checkpoints, &train_enc, &val_enc, pad, batch_size, &cfg, &mut cache)
