@@ -79,7 +79,8 @@ fn splitting_cannot_raise_a_total() {
                 assert!((by(&after, &s.contributor).1 - s.share).abs() < 1e-12);
             }
         }
-        // Netting per contributor (max(0, Σ influence)) would have rewarded the split.
+        // Netting per contributor (max(0, Σ influence)) would reward a split chosen by the gamer:
+        // the harmful rows on one address, the helpful ones on another.
         let net = |rs: &[RowInfluence], owner: &dyn Fn(&str) -> bool| -> f64 {
             let mut per: BTreeMap<&str, f64> = BTreeMap::new();
             for r in rs.iter().filter(|r| owner(&r.contributor)) {
@@ -87,10 +88,23 @@ fn splitting_cannot_raise_a_total() {
             }
             per.values().map(|v| v.max(0.0)).sum()
         };
+        let by_sign: Vec<RowInfluence> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r.contributor == victim {
+                    r.contributor = format!("{victim}-sybil-{}", if r.influence < 0.0 { "harm" } else { "help" });
+                }
+                r
+            })
+            .collect();
+        let signed = aggregate(&by_sign, &BTreeMap::new());
+        let share_signed: f64 = signed.iter().filter(|s| s.contributor.starts_with(&format!("{victim}-sybil-"))).map(|s| s.share).sum();
+        assert!((share_signed - share_before).abs() < 1e-12, "{victim}: share {share_before} → {share_signed} split by sign");
         let v = victim.clone();
         let before = net(&rows, &|c| c == v);
         let prefix = format!("{victim}-sybil-");
-        let after_net = net(&split, &|c| c.starts_with(&prefix));
+        let after_net = net(&by_sign, &|c| c.starts_with(&prefix));
         if after_net > before + 1e-12 {
             someone_could_game_netting = true;
         }
