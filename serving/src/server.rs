@@ -179,6 +179,7 @@ impl ServingBuilder {
             .map_err(|e| Error::Config(format!("cannot listen on {bind}: {e}")))?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
         let grace = Duration::from_secs(cfg.shutdown_grace_secs);
         let admission = engine.handle().admission().clone();
         let app = router(state);
@@ -187,12 +188,25 @@ impl ServingBuilder {
                 let _ = stop_rx.await;
                 // New requests get 503 from here on; accepted ones run to the end.
                 admission.close();
+                let _ = stopping_tx.send(());
             });
-            let http = tokio::spawn(async move { serve.await });
-            // The HTTP server finishes once in-flight requests are answered; bounded by the grace.
-            let served = match tokio::time::timeout(grace + Duration::from_secs(5), http).await {
-                Ok(joined) => joined.map_err(|e| Error::Internal(format!("http task: {e}")))?.map_err(Error::Io),
-                Err(_) => Ok(()),
+            let mut http = tokio::spawn(async move { serve.await });
+            // The HTTP server finishes once in-flight requests are answered; that wait is bounded
+            // by the grace period, counted from the stop (not from the start: the server serves
+            // for as long as it is not stopped).
+            let served = tokio::select! {
+                joined = &mut http => joined.map_err(|e| Error::Internal(format!("http task: {e}")))?.map_err(Error::Io),
+                _ = async {
+                    if stopping_rx.await.is_err() {
+                        // The HTTP server ended without a stop; the other branch completes.
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(grace + Duration::from_secs(5)).await;
+                } => {
+                    tracing::warn!("in-flight HTTP requests outlived the shutdown grace period; closing them");
+                    http.abort();
+                    Ok(())
+                }
             };
             watcher.abort();
             let engine = engine.shutdown().await?;
@@ -285,24 +299,46 @@ impl Server {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+///
+/// The handlers are installed when this is called (not when the future is first polled), so a
+/// signal arriving between the call and the first poll is not lost, and the process is not killed
+/// by the default action of a signal it announced it would handle. Must be called inside a Tokio
+/// runtime. A handler that cannot be installed never fires (it does not stop the server).
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(signal = name, error = %e, "cannot install the signal handler");
+            None
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    let interrupt = install(SignalKind::interrupt(), "SIGINT");
+    let terminate = install(SignalKind::terminate(), "SIGTERM");
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = wait(interrupt) => tracing::info!("SIGINT: shutting down"),
+            _ = wait(terminate) => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
+}
+
+/// Completes on Ctrl-C (the only shutdown signal outside Unix).
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

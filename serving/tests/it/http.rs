@@ -211,3 +211,19 @@ async fn models_admin_and_metrics() {
     }
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn the_server_keeps_serving_longer_than_the_shutdown_grace() {
+    // The grace period bounds how long a stop waits for in-flight requests; it is counted from the
+    // stop, so a server that is not stopped serves on past it.
+    let f = Fixture::new(|c| c.serving.shutdown_grace_secs = 0).await;
+    let server = f.start().await;
+    let http = client(&server);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let health = http.get("/healthz").await.expect("healthz");
+    assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")), "{}", health.body);
+    let r = http.complete("", "still here", json!({"max_tokens": 3})).await.expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report = server.shutdown().await.expect("shutdown");
+    assert_eq!(report.engine.finished, 1);
+}
