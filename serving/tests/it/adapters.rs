@@ -8,7 +8,7 @@ use tributary_jobs::adapter_store::{AdapterDir, files};
 use tributary_jobs::model::LoraTarget;
 use tributary_serving::synthetic;
 
-use crate::common::{Fixture, client, greedy, merged, token_ids};
+use crate::common::{Fixture, assert_greedy, client, merged, token_ids};
 
 #[tokio::test]
 async fn a_bad_adapter_fails_alone_with_a_clear_reason() {
@@ -91,8 +91,8 @@ async fn a_published_version_moves_the_alias_while_running_requests_finish_on_th
         let r = http.complete("notes", prompt, json!({"max_tokens": 8, "temperature": 0, "return_token_ids": true})).await.expect("request");
         assert_eq!(r.status, 200);
         if r.body["model"] == "notes/e0-v2-bbbb" {
-            let expected = greedy(&merged(&f.base.model, &v2), f.base.tokenizer.eot(), &f.prompt(prompt), 8);
-            assert_eq!(token_ids(&r.body), expected, "served by v2's weights");
+            let reference = merged(&f.base.model, &v2);
+            assert_greedy(&reference, f.base.tokenizer.eot(), &f.prompt(prompt), &token_ids(&r.body), 8, "served by v2's weights");
             break;
         }
         assert!(Instant::now() < deadline, "the alias never moved to v2");
@@ -102,8 +102,8 @@ async fn a_published_version_moves_the_alias_while_running_requests_finish_on_th
     assert_eq!(status, 200);
     let last: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).expect("final chunk");
     assert_eq!(last["model"], "notes/e0-v1-aaaa", "the running request finished on the version it started with");
-    let expected = greedy(&merged(&f.base.model, &v1), f.base.tokenizer.eot(), &f.prompt(prompt), 60);
-    assert_eq!(token_ids(&last), expected, "…with v1's weights throughout");
+    let reference = merged(&f.base.model, &v1);
+    assert_greedy(&reference, f.base.tokenizer.eot(), &f.prompt(prompt), &token_ids(&last), 60, "…with v1's weights throughout");
     // The old version stays addressable by its full id.
     let old = http.complete("notes/e0-v1-aaaa", prompt, json!({"max_tokens": 2})).await.expect("request");
     assert_eq!(old.status, 200);
@@ -139,8 +139,8 @@ async fn a_small_active_set_rotates_adapters_and_keeps_every_answer_right() {
         let (i, prompt, r) = j.await.expect("task");
         let r = r.expect("request");
         assert_eq!(r.status, 200, "{}", r.body);
-        let expected = greedy(&merged(&f.base.model, &adapters[i]), f.base.tokenizer.eot(), &f.prompt(&prompt), 6);
-        assert_eq!(token_ids(&r.body), expected, "d{i} on {prompt:?}");
+        let reference = merged(&f.base.model, &adapters[i]);
+        assert_greedy(&reference, f.base.tokenizer.eot(), &f.prompt(&prompt), &token_ids(&r.body), 6, &format!("d{i} on {prompt:?}"));
     }
     let m = server.metrics();
     assert!(m.adapter_count("evictions", "active") >= 4, "six adapters rotated through two slots");

@@ -10,7 +10,7 @@ use tributary_serving::infer::{decode_pass, prefill_pass};
 use tributary_serving::sampling::argmax;
 use tributary_serving::synthetic;
 
-use crate::common::{Fixture, client, greedy, last_logits, merged, token_ids};
+use crate::common::{Fixture, assert_greedy, client, last_logits, merged, token_ids};
 
 fn host(f: &Fixture, name: &str, adapter: &Adapter) -> HostAdapter {
     // The host tier keeps factors on the CPU device; the active set copies them to the model's.
@@ -124,13 +124,15 @@ async fn served_outputs_equal_merged_reference_and_decoding_is_deterministic() {
             }));
         }
     }
+    let mut crowd = Vec::new();
     for j in jobs {
         let (i, name, r) = j.await.expect("task");
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         let reference = &refs.iter().find(|(n, _)| *n == name).expect("known").1;
-        let expected = greedy(reference, eot, &f.prompt(prompts[i]), 12);
-        assert_eq!(token_ids(&r.body), expected, "{name} on {:?}", prompts[i]);
-        assert_eq!(r.body["usage"]["completion_tokens"].as_u64(), Some(expected.len() as u64));
+        let served = token_ids(&r.body);
+        assert_greedy(reference, eot, &f.prompt(prompts[i]), &served, 12, &format!("{name} on {:?}", prompts[i]));
+        assert_eq!(r.body["usage"]["completion_tokens"].as_u64(), Some(served.len() as u64));
+        crowd.push((name, i, served));
     }
 
     // The same greedy request alone gives the same answer as in the crowd above.
@@ -138,7 +140,9 @@ async fn served_outputs_equal_merged_reference_and_decoding_is_deterministic() {
         .complete("beta/v1", prompts[1], json!({"max_tokens": 12, "temperature": 0, "return_token_ids": true}))
         .await
         .expect("request");
-    assert_eq!(token_ids(&alone.body), greedy(&refs[2].1, eot, &f.prompt(prompts[1]), 12));
+    assert_greedy(&refs[2].1, eot, &f.prompt(prompts[1]), &token_ids(&alone.body), 12, "beta/v1 alone");
+    let in_crowd = crowd.iter().find(|(n, i, _)| n == "beta/v1" && *i == 1).map(|c| c.2.clone());
+    assert_eq!(Some(token_ids(&alone.body)), in_crowd, "greedy decoding is deterministic, alone or batched");
 
     // Seeded sampling repeats, alone or batched with other traffic; other seeds differ.
     let sample = |seed: u64| {

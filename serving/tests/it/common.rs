@@ -148,6 +148,44 @@ pub fn greedy(model: &LlamaModel, eot: u32, prompt: &[u32], max_tokens: usize) -
     }
 }
 
+/// How far (in logits) a served greedy choice may fall below the reference's best and still count
+/// as the same greedy decision: a near-tie that rounding differences can flip. The batched,
+/// unmerged LoRA path and the merged weights agree to about 2e-4 per logit (see the batching
+/// test), so two candidates closer than that may legitimately swap places.
+pub const TIE_TOL: f32 = 1e-3;
+
+/// Check `served` is what greedy decoding by `reference` (one request at a time, the adapter
+/// merged into the weights) produces from `prompt` with at most `max_tokens` tokens.
+///
+/// Normally the tokens are identical. Where they are not, every served token must still be a
+/// greedy choice of the reference given the served prefix (within [`TIE_TOL`] of the best logit),
+/// and the answer must end where the reference could end it (end-of-text within [`TIE_TOL`] of the
+/// best, or `max_tokens`): only float near-ties may make the answers differ, never a wrong token.
+pub fn assert_greedy(reference: &LlamaModel, eot: u32, prompt: &[u32], served: &[u32], max_tokens: usize, what: &str) {
+    let expected = greedy(reference, eot, prompt, max_tokens);
+    if served == expected.as_slice() {
+        return;
+    }
+    assert!(served.len() <= max_tokens, "{what}: {} tokens served, at most {max_tokens} asked", served.len());
+    let mut seq = prompt.to_vec();
+    let mut choices: Vec<u32> = served.to_vec();
+    if served.len() < max_tokens {
+        choices.push(eot);
+    }
+    for (step, &token) in choices.iter().enumerate() {
+        let logits = last_logits(reference, &seq);
+        let best = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let got = logits.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY);
+        assert!(
+            got >= best - TIE_TOL,
+            "{what}: step {step} served token {token} (logit {got}) but the reference's best is {} (logit {best}); \
+             served {served:?}, reference {expected:?}",
+            argmax(&logits)
+        );
+        seq.push(token);
+    }
+}
+
 /// The `token_ids` of a response's (or final chunk's) first choice.
 pub fn token_ids(body: &serde_json::Value) -> Vec<u32> {
     body["choices"][0]["token_ids"]
