@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = env_usize("BENCH_FILES", 1000);
     let rows_per_file = env_usize("BENCH_ROWS", 1000);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let dir = tempfile::tempdir()?;
+    // Not a dot-prefixed name: DataFusion skips hidden path components when listing the baseline.
+    let dir = tempfile::Builder::new().prefix("tributary-ingest-bench").tempdir()?;
     let mut cfg = Config {
         datanets: vec![DatanetConfig {
             name: "bench".into(),
@@ -55,7 +56,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Baseline first, so the page cache is equally warm for both.
     let baseline_secs = rt.block_on(async {
         let t = Instant::now();
-        let ctx = SessionContext::new();
+        // The inbox nests files under <datanet>/<address>/: list subdirectories too.
+        let config = datafusion::prelude::SessionConfig::new()
+            .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
+        let ctx = SessionContext::new_with_config(config);
         let inbox = format!("{}/", root.join("inbox").display());
         let df = ctx.read_parquet(inbox, ParquetReadOptions::default().file_extension(".parquet")).await?;
         let batches = df.collect().await?;

@@ -9,7 +9,18 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Hex sha256 of arbitrary bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex32(&Sha256::digest(bytes).into())
+}
+
+/// Lower-case hex of a 32-byte digest (a table lookup per nibble: ingest formats two per row).
+pub fn hex32(digest: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for &b in digest {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// The stable id of row `row_index` of the file whose sha256 is `file_sha256` (32 raw bytes).
@@ -17,7 +28,7 @@ pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> String {
     let mut h = Sha256::new();
     h.update(file_sha256);
     h.update(row_index.to_be_bytes());
-    hex::encode(h.finalize())
+    hex32(&h.finalize().into())
 }
 
 /// Normalize text for exact-duplicate detection: NFKC, lower case, collapsed whitespace.
@@ -27,7 +38,19 @@ pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> String {
 pub fn normalize_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     if text.is_ascii() {
-        push_collapsed(&mut out, text.bytes().map(|b| b.to_ascii_lowercase() as char));
+        // Byte by byte; `char::is_whitespace` keeps exactly the rule of the general path below.
+        let mut pending_space = false;
+        for &b in text.as_bytes() {
+            if char::from(b).is_whitespace() {
+                pending_space = !out.is_empty();
+            } else {
+                if pending_space {
+                    out.push(' ');
+                    pending_space = false;
+                }
+                out.push(char::from(b.to_ascii_lowercase()));
+            }
+        }
     } else {
         let nfkc: String = text.nfkc().collect();
         push_collapsed(&mut out, nfkc.chars().flat_map(char::to_lowercase));
@@ -82,6 +105,21 @@ mod tests {
         // NFKC folds the ligature and full-width letters.
         assert_eq!(normalize_text("ﬁne Ｔｅｘｔ"), "fine text");
         assert_eq!(content_hash("Hello  world"), content_hash("hello world"));
+    }
+
+    #[test]
+    fn ascii_fast_path_equals_the_general_rule() {
+        let general = |t: &str| {
+            let mut out = String::new();
+            push_collapsed(&mut out, t.chars().flat_map(char::to_lowercase));
+            out
+        };
+        for t in ["  A\x0bB\x0c C\r\n", "\x1fX  y\t", "", "   ", "Tab\tEnd.", "MiXeD   case\n\n"] {
+            assert_eq!(normalize_text(t), general(t), "{t:?}");
+        }
+        let d = [0xa5u8; 32];
+        assert_eq!(hex32(&d), hex::encode(d));
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub fn validate_file(bytes: Bytes, datanet: &DatanetConfig, ctx: &RowContext) ->
     };
     let optional: Vec<Option<StringArray>> = OPTIONAL_COLUMNS.iter().map(|c| column(c)).collect::<Result<_, _>>()?;
 
-    let mut text_b = StringBuilder::with_capacity(num_rows, 0);
+    let mut text_b = StringBuilder::with_capacity(if text_arr.is_none() { num_rows } else { 0 }, 0);
     let mut ids = StringBuilder::with_capacity(num_rows, num_rows * 64);
     let mut hashes = StringBuilder::with_capacity(num_rows, num_rows * 64);
     let mut text_bytes = Vec::with_capacity(num_rows);
@@ -201,8 +201,16 @@ pub fn validate_file(bytes: Bytes, datanet: &DatanetConfig, ctx: &RowContext) ->
         text_bytes.push(text.len() as i64);
         ids.append_value(contribution_id(&ctx.file_sha256, i as u64));
         hashes.append_value(content_hash(text));
-        text_b.append_value(text);
+        if text_arr.is_none() {
+            text_b.append_value(text);
+        }
     }
+    // A text datanet's `text` column is stored as read (no copy); prompt/completion rows store the
+    // joined text built above.
+    let text_col: ArrayRef = match &text_arr {
+        Some(t) => Arc::new(t.clone()),
+        None => Arc::new(text_b.finish()),
+    };
 
     let n = num_rows;
     let repeat = |s: &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(std::iter::repeat_n(s, n))) };
@@ -220,7 +228,7 @@ pub fn validate_file(bytes: Bytes, datanet: &DatanetConfig, ctx: &RowContext) ->
         Arc::new(Int64Array::from_iter_values(0..n as i64)),
         Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(ctx.epoch, n))),
         Arc::new(TimestampMicrosecondArray::from_iter_values(std::iter::repeat_n(ctx.ingested_at_micros, n)).with_timezone("UTC")),
-        Arc::new(text_b.finish()),
+        text_col,
         opt(prompt),
         opt(completion),
         opt(label),
