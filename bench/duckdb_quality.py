@@ -21,9 +21,9 @@ WITH exact AS (
 ),
 words AS (
     SELECT *,
-           list_filter(string_split_regex(text, '\s+'), w -> w <> '') AS ws,
+           list_filter(string_split_regex(text, '\s+'), lambda w: w <> '') AS ws,
            regexp_extract_all(lower(text), '[\p{{L}}\p{{N}}]+') AS toks,
-           list_filter(list_transform(string_split(text, chr(10)), l -> trim(l)), l -> l <> '') AS lns
+           list_filter(list_transform(string_split(text, chr(10)), lambda l: trim(l)), lambda l: l <> '') AS lns
     FROM exact
 ),
 base AS (
@@ -31,10 +31,10 @@ base AS (
            len(ws) AS n_words,
            length(regexp_replace(text, '\s', '', 'g')) AS non_space,
            length(regexp_replace(text, '[\s\p{{L}}\p{{N}}.,;:!?''"()\-‘’“”–—…]', '', 'g')) AS symbols,
-           len(list_filter(ws, w -> regexp_matches(w, '\p{{L}}'))) AS alpha_words,
-           list_sum(list_transform(toks, t -> length(t))) AS tok_chars,
-           list_transform(range(1, len(toks)), i -> toks[i] || ' ' || toks[i + 1]) AS bigrams,
-           list_transform(range(1, len(toks) - 3), i -> array_to_string(toks[i:i + 4], ' ')) AS fivegrams
+           len(list_filter(ws, lambda w: regexp_matches(w, '\p{{L}}'))) AS alpha_words,
+           list_sum(list_transform(toks, lambda t: length(t))) AS tok_chars,
+           list_transform(range(1, len(toks)), lambda i: toks[i] || ' ' || toks[i + 1]) AS bigrams,
+           list_transform(range(1, len(toks) - 3), lambda i: array_to_string(toks[i:i + 4], ' ')) AS fivegrams
     FROM words
 ),
 counted AS (
@@ -51,12 +51,12 @@ stats AS (
         CASE WHEN n_words > 0 THEN alpha_words / n_words ELSE 0 END AS alpha_word_ratio,
         CASE WHEN len(lns) > 1 THEN (len(lns) - len(list_distinct(lns))) / len(lns) ELSE 0 END AS dup_line_fraction,
         CASE WHEN len(toks) >= 4 AND tok_chars > 0 THEN least(1.0, coalesce(list_max(list_transform(map_entries(h2),
-             e -> CASE WHEN e.value > 1 THEN e.value * (length(e.key) - 1) ELSE 0 END)), 0) / tok_chars) ELSE 0 END
+             lambda e: CASE WHEN e.value > 1 THEN e.value * (length(e.key) - 1) ELSE 0 END)), 0) / tok_chars) ELSE 0 END
              AS top_2gram_fraction,
         CASE WHEN len(toks) >= 6 AND tok_chars > 0 THEN coalesce(list_sum(list_transform(
-             list_distinct(flatten(list_transform(list_filter(range(1, len(fivegrams) + 1), i -> h5[fivegrams[i]] > 1),
-                                                  i -> range(i, i + 5)))),
-             j -> length(toks[j]))), 0) / tok_chars ELSE 0 END AS dup_5gram_fraction,
+             list_distinct(flatten(list_transform(list_filter(range(1, len(fivegrams) + 1), lambda i: h5[fivegrams[i]] > 1),
+                                                  lambda i: range(i, i + 5)))),
+             lambda j: length(toks[j]))), 0) / tok_chars ELSE 0 END AS dup_5gram_fraction,
         len(regexp_extract_all(array_to_string(toks, ' '),
              '\b(lorem ipsum|click here|all rights reserved|privacy policy|cookie policy|terms of use|terms of service|subscribe to our newsletter|enable javascript|accept cookies)\b')) AS boilerplate_hits,
         regexp_matches(text, '[.!?"'')…”’。！？]\s*$') AS ends_with_terminal
@@ -73,7 +73,7 @@ judged AS (
         CASE WHEN top_2gram_fraction > 0.2 OR dup_5gram_fraction > 0.15 THEN 'repeated_ngrams' END,
         CASE WHEN boilerplate_hits > 0 THEN 'boilerplate' END,
         CASE WHEN NOT ends_with_terminal THEN 'no_terminal_punctuation' END
-    ], r -> r IS NOT NULL) AS reasons
+    ], lambda r: r IS NOT NULL) AS reasons
     FROM stats
 )
 SELECT contribution_id, datanet, contributor, canonical_id,

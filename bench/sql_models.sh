@@ -13,5 +13,6 @@ fi
 if ! "$VENV/bin/python" -c "import duckdb, datasketch, pyarrow" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet -r bench/requirements.txt
 fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tributary-target}"
 export TRIBUTARY_BENCH_PYTHON="$PWD/$VENV/bin/python"
 cargo bench -p tributary-pipeline --bench sql_models -- "$@"
