@@ -148,6 +148,7 @@ pub async fn demo_stage(app: &App) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         };
         super::train::print_summary(&summary, Format::Table)?;
+        super::train::publish_credits_index(app, &summary).await?;
         eprintln!("   ({}: train {:.1}s)", datanet.name, t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
         let s = AttributeJob::new(app.config.clone(), tables.clone(), &datanet.name)

@@ -192,6 +192,7 @@ async fn run_stage(app: &App, catalog: &Arc<tributary_pipeline::Catalog>, epoch:
                     .execute()
                     .await
                     .with_context(|| format!("training datanet {}", d.name))?;
+                super::train::publish_credits_index(app, &summary).await?;
                 out.insert(d.name.clone(), serde_json::to_value(&summary)?);
             }
             Ok(serde_json::Value::Object(out))

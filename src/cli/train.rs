@@ -139,8 +139,30 @@ pub async fn run(app: &App, args: TrainArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => catalog.finish_run(run_id, Ok(&serde_json::to_value(s)?))?,
         Err(e) => catalog.finish_run(run_id, Err(&e.to_string()))?,
     }
-    print_summary(&result?, app.format)?;
+    let summary = result?;
+    print_summary(&summary, app.format)?;
+    publish_credits_index(app, &summary).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Build the adapter's per-inference credits index (a suffix array over the tokens of its training
+/// rows, stored beside it as `credits.index`) as part of publishing it, so a server attributes the
+/// first answer of a new version without building anything. Idempotent: an existing index is kept.
+pub async fn publish_credits_index(app: &App, summary: &TrainSummary) -> anyhow::Result<()> {
+    use tributary_jobs::model::loader::ModelFiles;
+    use tributary_jobs::tokenizer::Tokenizer;
+    let warehouse = app.warehouse()?;
+    let record = tributary_jobs::adapter_store::find(&warehouse, &summary.datanet, None, Some(&summary.version)).await?;
+    let files = ModelFiles::read_warehouse(&warehouse, &record.base_model.name).await?;
+    let json = files
+        .tokenizer
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("base model `{}` has no tokenizer.json", record.base_model.name))?;
+    let tokenizer = Tokenizer::from_json(json)?;
+    if tributary_serving::credits::ensure(&warehouse, &app.tables()?, &tokenizer, &record).await? {
+        eprintln!("{}/{}: built the credits index", summary.datanet, summary.version);
+    }
+    Ok(())
 }
 
 /// Print a train summary (also used by the demo).

@@ -53,7 +53,7 @@ fn demo_runs_and_is_idempotent() {
     assert!(stdout.contains("signature_mismatch") && stdout.contains("not_parquet"), "{stdout}");
     assert!(demo.join("warehouse/tables/bronze/contributions/_delta_log").is_dir());
     // Every stage ran through settlement and a claim, and served requests were metered.
-    for needle in ["== stage 7", "anchored at", "claim for 0x", "gold.inference_usage rows of these requests"] {
+    for needle in ["== stage 7", "built the credits index", "anchored at", "claim for 0x", "gold.inference_usage rows of these requests"] {
         assert!(stderr.contains(needle), "demo output lacks `{needle}`:\n{stderr}");
     }
     let versions_before = delta_versions(&demo.join("warehouse/tables"));
