@@ -65,7 +65,7 @@ pub async fn run(app: &App, args: AttributeArgs) -> anyhow::Result<ExitCode> {
         .with_compute(compute)
         .with_force(args.force)
         .with_progress(progress)
-        .with_cancel(super::train::cancel_flag())
+        .with_cancel(super::stop_flag("stopping after the chunk in flight…"))
         .execute()
         .await;
     bar.finish_and_clear();

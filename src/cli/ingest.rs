@@ -27,33 +27,11 @@ pub struct IngestArgs {
     pub verbose: bool,
 }
 
-/// Set on Ctrl-C or SIGTERM; the ingest loop stops after the commit in flight.
-fn shutdown_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term => {},
-        }
-        eprintln!("stopping after the current commit…");
-        f.store(true, Ordering::SeqCst);
-    });
-    flag
-}
 
 pub async fn run(app: &App, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let catalog = app.catalog()?;
     let _lock = catalog.try_lock("ingest")?;
-    let cancel = shutdown_flag();
+    let cancel = super::stop_flag("stopping after the current commit…");
     loop {
         let run_id = catalog.start_run("ingest", &serde_json::json!({"datanet": args.datanet, "dry_run": args.dry_run}))?;
         let result = ingest_once(app, &args, cancel.clone()).await;

@@ -147,3 +147,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// A flag set on Ctrl-C or SIGTERM (printing `message`), for long jobs that stop at their next safe
+/// point (a commit, a checkpoint). The handlers are installed now, by the same
+/// [`tributary_serving::shutdown_signal`] `tributary serve` stops on.
+pub fn stop_flag(message: &'static str) -> Arc<std::sync::atomic::AtomicBool> {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    let signal = tributary_serving::shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        eprintln!("{message}");
+        set.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    flag
+}

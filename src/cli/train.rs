@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tributary_jobs::compute::Compute;
@@ -70,28 +69,6 @@ impl TrainArgs {
     }
 }
 
-/// Set on Ctrl-C or SIGTERM; the running job checkpoints and stops.
-pub fn cancel_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term => {},
-        }
-        eprintln!("stopping after a checkpoint…");
-        f.store(true, Ordering::SeqCst);
-    });
-    flag
-}
 
 /// A progress bar fed by train events.
 pub fn progress_bar(label: &str) -> (ProgressBar, Arc<dyn Fn(TrainEvent) + Send + Sync>) {
@@ -129,7 +106,7 @@ pub async fn run(app: &App, args: TrainArgs) -> anyhow::Result<ExitCode> {
         .with_train_config(cfg)
         .with_compute(compute)
         .with_progress(progress)
-        .with_cancel(cancel_flag());
+        .with_cancel(super::stop_flag("stopping after a checkpoint…"));
     if let Some(b) = &args.base_model {
         job = job.with_base_model(b.clone());
     }
