@@ -20,6 +20,15 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// CPU seconds (user + system) this process has used so far, from /proc (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = env_usize("BENCH_FILES", 1000);
     let rows_per_file = env_usize("BENCH_ROWS", 1000);
@@ -54,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = (files * rows_per_file) as f64;
 
     // Baseline first, so the page cache is equally warm for both.
+    let cpu0 = cpu_secs();
     let baseline_secs = rt.block_on(async {
         let t = Instant::now();
         // The inbox nests files under <datanet>/<address>/: list subdirectories too.
@@ -72,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
     })?;
 
+    let cpu1 = cpu_secs();
     let ingest_secs = rt.block_on(async {
         let t = Instant::now();
         let s = IngestBuilder::new(cfg.clone(), Tables::new(warehouse.clone())).execute().await?;
@@ -79,11 +90,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
     })?;
 
+    let cpu2 = cpu_secs();
     let base_rps = total / baseline_secs;
     let ingest_rps = total / ingest_secs;
     println!("ingest benchmark: {files} files, {} rows", total as u64);
-    println!("  baseline (DataFusion read + one Delta write): {baseline_secs:8.2} s  {base_rps:12.0} rows/s");
-    println!("  tributary ingest (validate, ids, log, txn):   {ingest_secs:8.2} s  {ingest_rps:12.0} rows/s");
+    println!("  baseline (DataFusion read + one Delta write): {baseline_secs:8.2} s  {base_rps:12.0} rows/s  cpu {:6.2} s", cpu1 - cpu0);
+    println!("  tributary ingest (validate, ids, log, txn):   {ingest_secs:8.2} s  {ingest_rps:12.0} rows/s  cpu {:6.2} s", cpu2 - cpu1);
     println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", ingest_rps / base_rps);
     Ok(())
 }

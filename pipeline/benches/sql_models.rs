@@ -75,23 +75,8 @@ const NEAR_SQL: &str = r#"
 WITH survivors AS (
     SELECT datanet, id AS ord, minhash(text, 128) AS signature FROM docs
 ),
-buckets AS (
-    SELECT datanet, ord, unnest(lsh_buckets(signature, 16, 8)) AS bucket FROM survivors
-),
-candidates AS (
-    SELECT DISTINCT a.datanet, a.ord AS a, b.ord AS b
-    FROM buckets AS a JOIN buckets AS b
-      ON a.datanet = b.datanet AND a.bucket = b.bucket AND a.ord < b.ord
-),
-near_pairs AS (
-    SELECT c.datanet, c.a, c.b
-    FROM candidates AS c
-    JOIN survivors AS sa ON sa.datanet = c.datanet AND sa.ord = c.a
-    JOIN survivors AS sb ON sb.datanet = c.datanet AND sb.ord = c.b
-    WHERE minhash_jaccard(sa.signature, sb.signature) >= 0.8
-),
 components AS (
-    SELECT datanet, connected_components(a, b) AS members FROM near_pairs GROUP BY datanet
+    SELECT datanet, lsh_clusters(ord, signature, 16, 8, 0.8) AS members FROM survivors GROUP BY datanet
 )
 SELECT member['node'] AS id, member['root'] AS root
 FROM (SELECT unnest(members) AS member FROM components)

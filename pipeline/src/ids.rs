@@ -41,7 +41,7 @@ pub fn normalize_text(text: &str) -> String {
         // Byte by byte; `char::is_whitespace` keeps exactly the rule of the general path below.
         let mut pending_space = false;
         for &b in text.as_bytes() {
-            if char::from(b).is_whitespace() {
+            if is_ascii_white_space(b) {
                 pending_space = !out.is_empty();
             } else {
                 if pending_space {
@@ -74,8 +74,45 @@ fn push_collapsed(out: &mut String, chars: impl Iterator<Item = char>) {
 }
 
 /// Hex sha256 of the normalized text.
+///
+/// ASCII text (the common case) is normalized straight into the hasher through a small stack
+/// buffer, without building the normalized string; the result is the same as hashing
+/// [`normalize_text`]'s output.
 pub fn content_hash(text: &str) -> String {
-    sha256_hex(normalize_text(text).as_bytes())
+    if !text.is_ascii() {
+        return sha256_hex(normalize_text(text).as_bytes());
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    let mut pending_space = false;
+    let mut started = false;
+    for &b in text.as_bytes() {
+        if is_ascii_white_space(b) {
+            pending_space = started;
+            continue;
+        }
+        if len + 2 > buf.len() {
+            hasher.update(&buf[..len]);
+            len = 0;
+        }
+        if pending_space {
+            buf[len] = b' ';
+            len += 1;
+            pending_space = false;
+        }
+        buf[len] = b.to_ascii_lowercase();
+        len += 1;
+        started = true;
+    }
+    hasher.update(&buf[..len]);
+    hex32(&hasher.finalize().into())
+}
+
+/// `char::is_whitespace` restricted to ASCII: tab, line feed, vertical tab, form feed, carriage
+/// return and space (Unicode's White_Space property; not the `\x1c`–`\x1f` separators).
+fn is_ascii_white_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
 }
 
 /// Parse a contributor folder name as an address.
@@ -116,7 +153,14 @@ mod tests {
         };
         for t in ["  A\x0bB\x0c C\r\n", "\x1fX  y\t", "", "   ", "Tab\tEnd.", "MiXeD   case\n\n"] {
             assert_eq!(normalize_text(t), general(t), "{t:?}");
+            assert_eq!(content_hash(t), sha256_hex(general(t).as_bytes()), "{t:?}");
         }
+        for b in 0..128u8 {
+            assert_eq!(is_ascii_white_space(b), char::from(b).is_whitespace(), "byte {b}");
+        }
+        // Longer than the hashing buffer, with whitespace runs straddling its flushes.
+        let long: String = (0..400).map(|i| if i % 7 == 0 { "  \t" } else { "Ab" }).collect();
+        assert_eq!(content_hash(&long), sha256_hex(general(&long).as_bytes()));
         let d = [0xa5u8; 32];
         assert_eq!(hex32(&d), hex::encode(d));
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

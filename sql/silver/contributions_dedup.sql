@@ -50,34 +50,21 @@ survivors AS (
     WHERE contribution_id = exact_canonical
 ),
 
---    LSH: 16 bands of 8 signature values. Rows sharing a band bucket are candidate pairs; at
---    Jaccard 0.8 a pair shares at least one bucket with probability 0.95 (0.999 at 0.9).
-buckets AS (
-    SELECT datanet, ord, unnest(lsh_buckets(signature, 16, 8)) AS bucket
-    FROM survivors
-),
-
-candidates AS (
-    SELECT DISTINCT a.datanet, a.ord AS a, b.ord AS b
-    FROM buckets AS a
-    JOIN buckets AS b
-      ON a.datanet = b.datanet AND a.bucket = b.bucket AND a.ord < b.ord
-),
-
--- 3. Confirm each candidate by its estimated Jaccard similarity.
-near_pairs AS (
-    SELECT c.datanet, c.a, c.b
-    FROM candidates AS c
-    JOIN survivors AS sa ON sa.datanet = c.datanet AND sa.ord = c.a
-    JOIN survivors AS sb ON sb.datanet = c.datanet AND sb.ord = c.b
-    WHERE minhash_jaccard(sa.signature, sb.signature) >= 0.8
-),
-
--- 4. Clusters are connected components of confirmed pairs (A ~ B and B ~ C put A, B, C together
---    even if A and C differ more); each member points at the component's smallest ordinal.
+-- 3. LSH: 16 bands of 8 signature values. Rows sharing a band bucket are candidate pairs; at
+--    Jaccard 0.8 a pair shares at least one bucket with probability 0.95 (0.999 at 0.9). Each
+--    candidate is confirmed by its estimated Jaccard similarity (>= 0.8), and clusters are the
+--    connected components of confirmed pairs (A ~ B and B ~ C put A, B, C together even if A and C
+--    differ more); each member points at the component's smallest ordinal, its earliest row.
+--    lsh_clusters does all of this in one aggregate; spelled out in SQL it is
+--      buckets:    SELECT datanet, ord, unnest(lsh_buckets(signature, 16, 8)) AS bucket FROM survivors
+--      candidates: SELECT DISTINCT a.datanet, a.ord AS a, b.ord AS b FROM buckets a JOIN buckets b
+--                  ON a.datanet = b.datanet AND a.bucket = b.bucket AND a.ord < b.ord
+--      confirmed:  ... WHERE minhash_jaccard(sa.signature, sb.signature) >= 0.8
+--      clusters:   SELECT datanet, connected_components(a, b) FROM confirmed GROUP BY datanet
+--    (same answer; the aggregate avoids materialising every bucket and candidate pair as rows).
 components AS (
-    SELECT datanet, connected_components(a, b) AS members
-    FROM near_pairs
+    SELECT datanet, lsh_clusters(ord, signature, 16, 8, 0.8) AS members
+    FROM survivors
     GROUP BY datanet
 ),
 

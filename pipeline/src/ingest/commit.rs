@@ -12,9 +12,11 @@
 //! no third place that could disagree.
 
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::Transaction;
-use deltalake::protocol::SaveMode;
+use deltalake::kernel::scalars::ScalarExt;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 
 use crate::error::{Error, Result};
 use crate::ingest::log::{self, LogEntry};
@@ -98,44 +100,170 @@ async fn append_log(table: DeltaTable, batch: i64, entries: &[LogEntry]) -> Resu
     Ok(())
 }
 
-/// Commit one batch: rows (if any) to bronze, then the log entries. Idempotent per batch number.
-pub async fn commit_batch(
-    tables: &Tables,
-    batch: i64,
-    rows: Vec<arrow::record_batch::RecordBatch>,
-    entries: &[LogEntry],
-) -> Result<()> {
-    if rows.iter().any(|b| b.num_rows() > 0) {
-        commit_rows(tables, batch, rows, entries).await?;
+/// Commit one batch: its files (if any rows were accepted) to bronze, then the log entries.
+/// Idempotent per batch number.
+pub async fn commit_batch(tables: &Tables, batch: i64, files: BronzeFiles, entries: &[LogEntry]) -> Result<()> {
+    let adds = files.finish().await?;
+    if !adds.is_empty() {
+        commit_adds(tables, batch, adds, entries).await?;
     }
     commit_log(tables, batch, entries).await
 }
 
-/// The first half of a batch: append `rows` to bronze with the batch's transaction id and its log
-/// entries in the commit info. A no-op if bronze already holds this batch.
+/// The first half of a batch from rows in memory: encode `rows` and commit them (see
+/// [`commit_adds`]). A no-op if bronze already holds this batch.
 pub async fn commit_rows(
     tables: &Tables,
     batch: i64,
     rows: Vec<arrow::record_batch::RecordBatch>,
     entries: &[LogEntry],
 ) -> Result<()> {
+    let mut files = BronzeFiles::open(tables).await?;
+    for b in rows {
+        files.push(b).await?;
+    }
+    let adds = files.finish().await?;
+    commit_adds(tables, batch, adds, entries).await
+}
+
+/// The first half of a batch: commit the written files to bronze with the batch's transaction id
+/// and its log entries in the commit info. A no-op if bronze already holds this batch (the files
+/// are then left unreferenced, for `vacuum`).
+pub async fn commit_adds(tables: &Tables, batch: i64, adds: Vec<Add>, entries: &[LogEntry]) -> Result<()> {
     let t = IngestTables::open(tables).await?;
     if txn_version(&t.bronze).await? >= batch {
         return Ok(());
     }
-    let name = defs::bronze_contributions().id.to_string();
+    let def = defs::bronze_contributions();
+    let name = def.id.to_string();
     let entries_json = serde_json::to_value(entries).map_err(|e| Error::Internal(e.to_string()))?;
     let props = CommitProperties::default()
         .with_application_transaction(Transaction::new(APP_ID, batch))
         .with_metadata([(META_BATCH.to_string(), serde_json::json!(batch)), (META_LOG.to_string(), entries_json)]);
-    t.bronze
-        .write(rows)
-        .with_save_mode(SaveMode::Append)
-        .with_partition_columns(defs::bronze_contributions().partition_columns)
-        .with_commit_properties(props)
+    let operation =
+        DeltaOperation::Write { mode: SaveMode::Append, partition_by: Some(def.partition_columns.clone()), predicate: None };
+    let snapshot = t.bronze.snapshot().map_err(|e| Error::delta(name.clone(), e))?;
+    CommitBuilder::from(props)
+        .with_actions(adds.into_iter().map(Action::Add).collect())
+        .build(Some(snapshot), t.bronze.log_store(), operation)
         .await
         .map_err(|e| Error::delta(name, e))?;
     Ok(())
+}
+
+/// Fewest rows a writer takes before another one is started.
+pub const MIN_ROWS_PER_WRITER: usize = 64 * 1024;
+
+/// Validated input files waiting to be batched into an in-channel.
+const WRITER_QUEUE: usize = 16;
+
+/// Bronze Parquet files being written while the batch is still being judged.
+///
+/// Accepted files' rows are handed over as soon as they are judged and encoded by up to one writer
+/// task per core, so decoding and validation overlap with encoding. A writer takes whole input
+/// files; a new writer starts only once every running one holds [`MIN_ROWS_PER_WRITER`] rows, so a
+/// small batch still makes one file. Nothing is visible until [`commit_adds`]: a crash before it
+/// leaves unreferenced files only, which `vacuum` removes.
+pub struct BronzeFiles {
+    table: DeltaTable,
+    max_writers: usize,
+    writers: Vec<(usize, tokio::sync::mpsc::Sender<arrow::record_batch::RecordBatch>)>,
+    tasks: tokio::task::JoinSet<DeltaResult<Vec<Add>>>,
+}
+
+type DeltaResult<T> = std::result::Result<T, deltalake::DeltaTableError>;
+
+impl BronzeFiles {
+    /// Writers for `bronze.contributions` (created on first use).
+    pub async fn open(tables: &Tables) -> Result<Self> {
+        let table = tables.open_or_create(&defs::bronze_contributions()).await?;
+        let max_writers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(BronzeFiles { table, max_writers, writers: Vec::new(), tasks: tokio::task::JoinSet::new() })
+    }
+
+    fn error(e: deltalake::DeltaTableError) -> Error {
+        Error::delta(defs::bronze_contributions().id.to_string(), e)
+    }
+
+    /// Queue one input file's rows (all of one datanet) for writing.
+    pub async fn push(&mut self, rows: arrow::record_batch::RecordBatch) -> Result<()> {
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let all_full = self.writers.iter().all(|(n, _)| *n >= MIN_ROWS_PER_WRITER);
+        if all_full && self.writers.len() < self.max_writers {
+            self.spawn_writer()?;
+        }
+        let (n, tx) = self.writers.iter_mut().min_by_key(|(n, _)| *n).expect("a writer was started");
+        *n += rows.num_rows();
+        if tx.send(rows).await.is_err() {
+            // The writer stopped early: it failed, and its error is the one to report.
+            return Err(self.first_error().await);
+        }
+        Ok(())
+    }
+
+    fn spawn_writer(&mut self) -> Result<()> {
+        let mut writer =
+            RecordBatchWriter::for_table(&self.table).map_err(Self::error)?.with_writer_properties(bronze_writer_properties());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<arrow::record_batch::RecordBatch>(WRITER_QUEUE);
+        self.tasks.spawn(async move {
+            while let Some(b) = rx.recv().await {
+                // One file's rows share one datanet: hand the partition value over directly
+                // instead of letting the writer split (and copy) the batch by partition.
+                let column = b
+                    .column_by_name("datanet")
+                    .ok_or_else(|| deltalake::DeltaTableError::Generic("bronze rows without a datanet column".into()))?;
+                let value = ScalarExt::from_array(column.as_ref(), 0)
+                    .ok_or_else(|| deltalake::DeltaTableError::Generic("unreadable datanet value".into()))?;
+                let partition = indexmap::IndexMap::from([("datanet".to_string(), value)]);
+                writer.write_partition(b, &partition, WriteMode::Default).await?;
+            }
+            writer.flush().await
+        });
+        self.writers.push((0, tx));
+        Ok(())
+    }
+
+    async fn first_error(&mut self) -> Error {
+        self.writers.clear();
+        while let Some(done) = self.tasks.join_next().await {
+            match done {
+                Ok(Err(e)) => return Self::error(e),
+                Err(e) => return Error::Internal(format!("bronze writer task: {e}")),
+                Ok(Ok(_)) => {}
+            }
+        }
+        Error::Internal("a bronze writer stopped without an error".into())
+    }
+
+    /// Close every writer and return the `Add` actions of the files written.
+    pub async fn finish(mut self) -> Result<Vec<Add>> {
+        self.writers.clear();
+        let mut adds = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            adds.extend(done.map_err(|e| Error::Internal(format!("bronze writer task: {e}")))?.map_err(Self::error)?);
+        }
+        Ok(adds)
+    }
+}
+
+/// Parquet settings for bronze files. Row ids and content hashes are unique hex digests: a
+/// dictionary never pays for itself and snappy finds nothing to compress, so both are off there
+/// and their statistics are kept per column chunk (enough for file skipping) rather than per page.
+pub fn bronze_writer_properties() -> parquet::file::properties::WriterProperties {
+    use parquet::basic::Compression;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    use parquet::schema::types::ColumnPath;
+    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for col in ["contribution_id", "content_hash"] {
+        let path = ColumnPath::from(col);
+        b = b
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_compression(path.clone(), Compression::UNCOMPRESSED)
+            .set_column_statistics_enabled(path, EnabledStatistics::Chunk);
+    }
+    b.build()
 }
 
 /// The second half of a batch: append its entries to `ops.ingest_log`. A no-op if already there.

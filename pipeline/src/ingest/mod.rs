@@ -169,12 +169,23 @@ impl IngestBuilder {
             let now = self.now.unwrap_or_else(chrono::Utc::now);
             let chunk: Vec<InboxEntry> = queue.by_ref().take(max_files).collect();
             let batch = next_batch;
-            let judged = self.judge_chunk(chunk, batch, now).await?;
+            let epoch = epoch_of(&self.config, now)?;
+            let micros = now.timestamp_micros();
+            // Files are judged concurrently but come back in key order, so the order-dependent
+            // rules below are deterministic; accepted rows go straight to the Parquet writers,
+            // which encode while the rest of the chunk is still being judged.
+            let mut files = match self.dry_run {
+                true => None,
+                false => Some(commit::BronzeFiles::open(&self.tables).await?),
+            };
+            let mut judged = futures::stream::iter(chunk)
+                .map(|entry| self.judge_file(entry, batch, epoch, micros))
+                .buffered(self.config.ingest.concurrency);
 
-            let mut rows = Vec::new();
             let mut entries = Vec::new();
             let mut batch_rows = 0u64;
-            for (mut entry, validated) in judged {
+            while let Some(result) = judged.next().await {
+                let (mut entry, validated) = result?;
                 if entry.sha256.as_ref().is_some_and(|sha| state.seen_bytes.contains(&(entry.path.clone(), sha.clone()))) {
                     // Same bytes re-listed under new metadata (e.g. touched): already judged.
                     summary.files_skipped += 1;
@@ -184,7 +195,9 @@ impl IngestBuilder {
                 if entry.status == FileStatus::Accepted {
                     if let Some(v) = validated {
                         batch_rows += v.rows.num_rows() as u64;
-                        rows.push(v.rows);
+                        if let Some(files) = files.as_mut() {
+                            files.push(v.rows).await?;
+                        }
                     }
                 }
                 state.add(&entry);
@@ -202,8 +215,9 @@ impl IngestBuilder {
                 entries.push(entry);
                 self.emit(Progress::FileDone);
             }
-            if !entries.is_empty() && !self.dry_run {
-                commit::commit_batch(&self.tables, batch, rows, &entries).await?;
+            drop(judged);
+            if let Some(files) = files.filter(|_| !entries.is_empty()) {
+                commit::commit_batch(&self.tables, batch, files, &entries).await?;
                 summary.batches.push(batch);
                 self.emit(Progress::Committed { batch, rows: batch_rows });
                 next_batch += 1;
@@ -211,23 +225,6 @@ impl IngestBuilder {
             summary.judged.extend(entries);
         }
         Ok(summary)
-    }
-
-    /// Validate a chunk of files concurrently; results come back in key order.
-    async fn judge_chunk(
-        &self,
-        chunk: Vec<InboxEntry>,
-        batch: i64,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<(LogEntry, Option<Validated>)>> {
-        let epoch = epoch_of(&self.config, now)?;
-        let micros = now.timestamp_micros();
-        let results: Vec<Result<(LogEntry, Option<Validated>)>> = futures::stream::iter(chunk)
-            .map(|entry| self.judge_file(entry, batch, epoch, micros))
-            .buffered(self.config.ingest.concurrency)
-            .collect()
-            .await;
-        results.into_iter().collect()
     }
 
     async fn judge_file(

@@ -143,8 +143,14 @@ pub fn validate_file(bytes: Bytes, datanet: &DatanetConfig, ctx: &RowContext) ->
 
     let column = |name: &str| -> Result<Option<StringArray>, Refusal> {
         let Some(idx) = batches[0].schema().index_of(name).ok() else { return Ok(None) };
-        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
-        let joined = concat(&parts).or_else(|e| refuse(ReasonCode::CorruptParquet, format!("column `{name}`: {e}")))?;
+        let joined = match batches.as_slice() {
+            // The usual case (a file of at most one reader batch): no copy.
+            [only] => only.column(idx).clone(),
+            _ => {
+                let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(idx).as_ref()).collect();
+                concat(&parts).or_else(|e| refuse(ReasonCode::CorruptParquet, format!("column `{name}`: {e}")))?
+            }
+        };
         let strict = CastOptions { safe: false, ..Default::default() };
         let as_str = cast_with_options(&joined, &DataType::Utf8, &strict)
             .or_else(|e| refuse(ReasonCode::TextNotUtf8, format!("column `{name}` is not valid UTF-8: {e}")))?;

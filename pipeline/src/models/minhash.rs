@@ -14,7 +14,7 @@
 //! Permutations are multiply-add-shift hashes `(a·x + b) >> 32` over 64-bit shingle hashes, with
 //! `a`, `b` drawn from a fixed seed: signatures are identical on every machine and run.
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, ListBuilder, UInt64Builder};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, Float64Builder, ListBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
@@ -173,12 +173,18 @@ pub fn jaccard(a: &[u32], b: &[u32]) -> Option<f64> {
 pub fn band_buckets(sig: &[u32], bands: usize, rows: usize, out: &mut Vec<u64>) {
     out.clear();
     for band in 0..bands {
-        let mut h = fmix64(band as u64 ^ 0x4c53_4842_616e_6421);
-        for &v in &sig[band * rows..(band + 1) * rows] {
-            h = fmix64(h.rotate_left(29) ^ v as u64);
-        }
-        out.push(h);
+        out.push(band_bucket(band, &sig[band * rows..(band + 1) * rows]));
     }
+}
+
+/// The bucket of one band: a hash of the band index and its signature values.
+#[inline]
+pub fn band_bucket(band: usize, values: &[u32]) -> u64 {
+    let mut h = fmix64(band as u64 ^ 0x4c53_4842_616e_6421);
+    for &v in values {
+        h = fmix64(h.rotate_left(29) ^ v as u64);
+    }
+    h
 }
 
 /// Exact Jaccard similarity of two texts' shingle sets (tests and benchmarks' ground truth).
@@ -246,25 +252,57 @@ impl ScalarUDFImpl for MinHashUdf {
         }
         let text = to_array(args.args.first().ok_or_else(|| arity("minhash", 0))?, args.number_rows)?;
         let hasher = MinHasher::new(num_perm as usize);
-        let mut out = BinaryBuilder::with_capacity(text.len(), text.len() * num_perm as usize * 4);
-        let (mut words, mut shingles) = (Vec::new(), Vec::new());
-        let mut sig = vec![0u32; num_perm as usize];
-        let mut bytes = Vec::with_capacity(num_perm as usize * 4);
-        for_each_str(&text, |t| match t {
-            None => out.append_null(),
-            Some(t) => {
-                word_hashes(t, &mut words);
-                shingle_hashes(&words, SHINGLE_WORDS, &mut shingles);
-                hasher.signature_of(&shingles, &mut sig);
-                bytes.clear();
-                for v in &sig {
-                    bytes.extend_from_slice(&v.to_le_bytes());
-                }
-                out.append_value(&bytes);
-            }
-        })?;
-        Ok(ColumnarValue::Array(arc(out.finish())))
+        // Signatures are pure CPU work per row: split a large batch across the cores (the
+        // output is the same, in the same order, whatever the split).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parts = cores.min(text.len() / MIN_ROWS_PER_THREAD).max(1);
+        if parts == 1 {
+            return Ok(ColumnarValue::Array(arc(signatures(&text, &hasher)?)));
+        }
+        let chunk = text.len().div_ceil(parts);
+        let results: Vec<Result<BinaryArray>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..parts)
+                .map(|p| {
+                    let slice = text.slice(p * chunk, chunk.min(text.len() - p * chunk));
+                    let hasher = &hasher;
+                    scope.spawn(move || signatures(&slice, hasher))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| exec_err!("minhash: a signature thread panicked")))
+                .collect()
+        });
+        let parts = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a as &dyn Array).collect();
+        Ok(ColumnarValue::Array(arrow::compute::concat(&refs)?))
     }
+}
+
+/// Rows below which `minhash` does not start another thread.
+const MIN_ROWS_PER_THREAD: usize = 1024;
+
+/// The signatures of every row of `text` (NULL for NULL).
+fn signatures(text: &ArrayRef, hasher: &MinHasher) -> Result<BinaryArray> {
+    let num_perm = hasher.num_perm();
+    let mut out = BinaryBuilder::with_capacity(text.len(), text.len() * num_perm * 4);
+    let (mut words, mut shingles) = (Vec::new(), Vec::new());
+    let mut sig = vec![0u32; num_perm];
+    let mut bytes = Vec::with_capacity(num_perm * 4);
+    for_each_str(text, |t| match t {
+        None => out.append_null(),
+        Some(t) => {
+            word_hashes(t, &mut words);
+            shingle_hashes(&words, SHINGLE_WORDS, &mut shingles);
+            hasher.signature_of(&shingles, &mut sig);
+            bytes.clear();
+            for v in &sig {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            out.append_value(&bytes);
+        }
+    })?;
+    Ok(out.finish())
 }
 
 fn binary_arg(fname: &str, t: &DataType) -> Result<DataType> {

@@ -24,6 +24,7 @@ pub mod compile;
 pub mod components;
 pub mod dag;
 pub mod lineage;
+pub mod lsh;
 pub mod minhash;
 pub mod parse;
 pub mod plan;

@@ -5,6 +5,7 @@
 //! | `minhash(text [, num_perm])` | `Binary` MinHash signature of the word 5-gram shingles | [`super::minhash`] |
 //! | `minhash_jaccard(sig_a, sig_b)` | `Float64` estimated Jaccard similarity | [`super::minhash`] |
 //! | `lsh_buckets(sig, bands, rows)` | `List<UInt64>` one bucket per LSH band | [`super::minhash`] |
+//! | `lsh_clusters(ord, sig, bands, rows, threshold)` (aggregate) | `List<Struct<node, root>>`: LSH candidates confirmed at `threshold`, connected components; root = smallest `ord` | [`super::lsh`] |
 //! | `connected_components(a, b)` (aggregate) | `List<Struct<node, root>>`, root = smallest node | [`super::components`] |
 //! | `text_stats(text)` | `Struct` of quality features (words, symbol ratio, …) | [`super::quality`] |
 //!
@@ -19,7 +20,7 @@ use datafusion::common::{DataFusionError, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{AggregateUDF, ColumnarValue, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
-use super::{components, minhash, quality};
+use super::{components, lsh, minhash, quality};
 
 /// Bumped whenever a function's output changes for the same input, so that models using it are
 /// rebuilt (it is part of every model's SQL hash).
@@ -32,6 +33,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(minhash::LshBucketsUdf::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(quality::TextStatsUdf::new()));
     ctx.register_udaf(AggregateUDF::new_from_impl(components::ConnectedComponents::new()));
+    ctx.register_udaf(AggregateUDF::new_from_impl(lsh::LshClusters::new()));
 }
 
 /// Whether `t` is one of Arrow's string types.
