@@ -7,4 +7,5 @@ mod common;
 mod credits;
 mod http;
 mod load;
+mod replicas;
 mod sigterm;
