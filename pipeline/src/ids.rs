@@ -83,35 +83,55 @@ pub fn content_hash(text: &str) -> String {
         return sha256_hex(normalize_text(text).as_bytes());
     }
     let mut hasher = Sha256::new();
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 512];
     let mut len = 0;
     let mut pending_space = false;
     let mut started = false;
-    for &b in text.as_bytes() {
-        if is_ascii_white_space(b) {
-            pending_space = started;
-            continue;
-        }
-        if len + 2 > buf.len() {
+    // Each input chunk adds at most its own length plus one pending space, so the buffer is
+    // checked once per chunk rather than once per byte.
+    for chunk in text.as_bytes().chunks(128) {
+        if len + chunk.len() + 1 > buf.len() {
             hasher.update(&buf[..len]);
             len = 0;
         }
-        if pending_space {
-            buf[len] = b' ';
+        for &b in chunk {
+            let c = ASCII_FOLD[usize::from(b)];
+            if c == WHITE {
+                pending_space = started;
+                continue;
+            }
+            if pending_space {
+                buf[len] = b' ';
+                len += 1;
+                pending_space = false;
+            }
+            buf[len] = c;
             len += 1;
-            pending_space = false;
+            started = true;
         }
-        buf[len] = b.to_ascii_lowercase();
-        len += 1;
-        started = true;
     }
     hasher.update(&buf[..len]);
     hex32(&hasher.finalize().into())
 }
 
+/// Marks white space in [`ASCII_FOLD`] (no ASCII byte folds to it).
+const WHITE: u8 = 0xff;
+
+/// ASCII byte → its lower-case form, or [`WHITE`] for white space.
+static ASCII_FOLD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if is_ascii_white_space(b) { WHITE } else { b.to_ascii_lowercase() };
+        i += 1;
+    }
+    t
+};
+
 /// `char::is_whitespace` restricted to ASCII: tab, line feed, vertical tab, form feed, carriage
 /// return and space (Unicode's White_Space property; not the `\x1c`–`\x1f` separators).
-fn is_ascii_white_space(b: u8) -> bool {
+const fn is_ascii_white_space(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
 }
 

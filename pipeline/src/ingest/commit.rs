@@ -248,20 +248,22 @@ impl BronzeFiles {
     }
 }
 
-/// Parquet settings for bronze files. Row ids and content hashes are unique hex digests: a
-/// dictionary never pays for itself and snappy finds nothing to compress, so both are off there
-/// and their statistics are kept per column chunk (enough for file skipping) rather than per page.
+/// Parquet settings for bronze files. Row ids and content hashes are unique hex digests and the
+/// texts are mostly unique: a dictionary never pays for itself there, and their min/max statistics
+/// cannot skip anything, so both are off (snappy is off for the digests too: it finds nothing to
+/// compress). The other columns keep per-chunk statistics (what Delta's file skipping reads), not
+/// per-page ones.
 pub fn bronze_writer_properties() -> parquet::file::properties::WriterProperties {
     use parquet::basic::Compression;
     use parquet::file::properties::{EnabledStatistics, WriterProperties};
     use parquet::schema::types::ColumnPath;
-    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
-    for col in ["contribution_id", "content_hash"] {
+    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY).set_statistics_enabled(EnabledStatistics::Chunk);
+    for col in ["contribution_id", "content_hash", "text"] {
         let path = ColumnPath::from(col);
-        b = b
-            .set_column_dictionary_enabled(path.clone(), false)
-            .set_column_compression(path.clone(), Compression::UNCOMPRESSED)
-            .set_column_statistics_enabled(path, EnabledStatistics::Chunk);
+        b = b.set_column_dictionary_enabled(path.clone(), false).set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    for col in ["contribution_id", "content_hash"] {
+        b = b.set_column_compression(ColumnPath::from(col), Compression::UNCOMPRESSED);
     }
     b.build()
 }
