@@ -81,11 +81,6 @@ impl Fixture {
     pub fn prompt(&self, text: &str) -> Vec<u32> {
         self.base.tokenizer.encode_continuation(text).expect("encodes")
     }
-
-    /// Text of tokens as the server returns it (an incomplete trailing character is not shown).
-    pub fn text(&self, tokens: &[u32]) -> String {
-        self.base.tokenizer.decode(tokens).expect("decodes").trim_end_matches('\u{FFFD}').to_string()
-    }
 }
 
 /// A client of `server`.
