@@ -38,19 +38,7 @@ pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> String {
 pub fn normalize_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     if text.is_ascii() {
-        // Byte by byte; `char::is_whitespace` keeps exactly the rule of the general path below.
-        let mut pending_space = false;
-        for &b in text.as_bytes() {
-            if is_ascii_white_space(b) {
-                pending_space = !out.is_empty();
-            } else {
-                if pending_space {
-                    out.push(' ');
-                    pending_space = false;
-                }
-                out.push(char::from(b.to_ascii_lowercase()));
-            }
-        }
+        AsciiFold::default().feed(text.as_bytes(), |b| out.push(char::from(b)));
     } else {
         let nfkc: String = text.nfkc().collect();
         push_collapsed(&mut out, nfkc.chars().flat_map(char::to_lowercase));
@@ -85,8 +73,7 @@ pub fn content_hash(text: &str) -> String {
     let mut hasher = Sha256::new();
     let mut buf = [0u8; 512];
     let mut len = 0;
-    let mut pending_space = false;
-    let mut started = false;
+    let mut fold = AsciiFold::default();
     // Each input chunk adds at most its own length plus one pending space, so the buffer is
     // checked once per chunk rather than once per byte.
     for chunk in text.as_bytes().chunks(128) {
@@ -94,24 +81,42 @@ pub fn content_hash(text: &str) -> String {
             hasher.update(&buf[..len]);
             len = 0;
         }
-        for &b in chunk {
-            let c = ASCII_FOLD[usize::from(b)];
-            if c == WHITE {
-                pending_space = started;
-                continue;
-            }
-            if pending_space {
-                buf[len] = b' ';
-                len += 1;
-                pending_space = false;
-            }
-            buf[len] = c;
+        fold.feed(chunk, |b| {
+            buf[len] = b;
             len += 1;
-            started = true;
-        }
+        });
     }
     hasher.update(&buf[..len]);
     hex32(&hasher.finalize().into())
+}
+
+/// The ASCII case of [`normalize_text`] (lower case, white-space runs collapsed to one space,
+/// trimmed), fed a piece at a time so that a caller can stream the result.
+#[derive(Default)]
+struct AsciiFold {
+    pending_space: bool,
+    started: bool,
+}
+
+impl AsciiFold {
+    /// Normalize the next piece of ASCII text, handing each output byte to `emit`: at most
+    /// `bytes.len() + 1` of them (a space held back from the previous piece).
+    #[inline]
+    fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(u8)) {
+        for &b in bytes {
+            let c = ASCII_FOLD[usize::from(b)];
+            if c == WHITE {
+                self.pending_space = self.started;
+                continue;
+            }
+            if self.pending_space {
+                emit(b' ');
+                self.pending_space = false;
+            }
+            emit(c);
+            self.started = true;
+        }
+    }
 }
 
 /// Marks white space in [`ASCII_FOLD`] (no ASCII byte folds to it).

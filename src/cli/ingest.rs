@@ -27,7 +27,6 @@ pub struct IngestArgs {
     pub verbose: bool,
 }
 
-
 pub async fn run(app: &App, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let catalog = app.catalog()?;
     let _lock = catalog.try_lock("ingest")?;

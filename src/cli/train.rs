@@ -69,7 +69,6 @@ impl TrainArgs {
     }
 }
 
-
 /// A progress bar fed by train events.
 pub fn progress_bar(label: &str) -> (ProgressBar, Arc<dyn Fn(TrainEvent) + Send + Sync>) {
     let bar = ProgressBar::new(0);

@@ -174,10 +174,7 @@ impl IngestBuilder {
             // Files are judged concurrently but come back in key order, so the order-dependent
             // rules below are deterministic; accepted rows go straight to the Parquet writers,
             // which encode while the rest of the chunk is still being judged.
-            let mut files = match self.dry_run {
-                true => None,
-                false => Some(commit::BronzeFiles::open(&self.tables).await?),
-            };
+            let mut files = if self.dry_run { None } else { Some(commit::BronzeFiles::open(&self.tables).await?) };
             let mut judged = futures::stream::iter(chunk)
                 .map(|entry| self.judge_file(entry, batch, epoch, micros))
                 .buffered(self.config.ingest.concurrency);
@@ -192,12 +189,12 @@ impl IngestBuilder {
                     continue;
                 }
                 self.apply_stateful_rules(&mut state, &mut entry, validated.as_ref());
-                if entry.status == FileStatus::Accepted {
-                    if let Some(v) = validated {
-                        batch_rows += v.rows.num_rows() as u64;
-                        if let Some(files) = files.as_mut() {
-                            files.push(v.rows).await?;
-                        }
+                if entry.status == FileStatus::Accepted
+                    && let Some(v) = validated
+                {
+                    batch_rows += v.rows.num_rows() as u64;
+                    if let Some(files) = files.as_mut() {
+                        files.push(v.rows).await?;
                     }
                 }
                 state.add(&entry);

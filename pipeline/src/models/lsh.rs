@@ -37,7 +37,7 @@ use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 
 use super::components::{member_fields, return_type};
-use super::minhash::band_bucket;
+use super::minhash::{band_bucket, binary_arg, binary_values};
 use super::udf::coerce_int;
 
 const NAME: &str = "lsh_clusters";
@@ -72,10 +72,7 @@ impl AggregateUDFImpl for LshClusters {
         let [ord, sig, bands, rows, threshold] = args else {
             return plan_err!("{NAME}(ord, signature, bands, rows, threshold) takes 5 arguments, got {}", args.len());
         };
-        let sig = match sig {
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null => DataType::Binary,
-            other => return plan_err!("{NAME}: signature must be a minhash() signature (binary), got {other}"),
-        };
+        let sig = binary_arg(NAME, sig)?;
         if !(threshold.is_numeric() || *threshold == DataType::Null) {
             return plan_err!("{NAME}: threshold must be a number, got {threshold}");
         }
@@ -141,13 +138,6 @@ fn typed<'a, T: arrow::datatypes::ArrowPrimitiveType>(what: &str, a: &'a ArrayRe
     a.as_primitive_opt::<T>().map_or_else(|| exec_err!("{NAME}: {what} has type {}", a.data_type()), Ok)
 }
 
-fn binary(what: &str, a: &ArrayRef) -> Result<BinaryArray> {
-    match a.data_type() {
-        DataType::Binary => Ok(a.as_binary::<i32>().clone()),
-        other => exec_err!("{NAME}: {what} must be binary, got {other}"),
-    }
-}
-
 impl Accumulator for LshAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let [ord, sig, bands, rows, threshold] = values else { return exec_err!("{NAME}: expected 5 arguments") };
@@ -157,7 +147,7 @@ impl Accumulator for LshAccumulator {
         let (b, r, t) = (typed::<Int64Type>("bands", bands)?, typed::<Int64Type>("rows", rows)?, typed::<Float64Type>("threshold", threshold)?);
         self.set_params(b.is_valid(0).then(|| b.value(0)), r.is_valid(0).then(|| r.value(0)), t.is_valid(0).then(|| t.value(0)))?;
         self.ords.push(typed::<Int64Type>("ord", ord)?.clone());
-        self.sigs.push(binary("signature", sig)?);
+        self.sigs.push(binary_values(NAME, sig)?);
         Ok(())
     }
 
@@ -171,7 +161,7 @@ impl Accumulator for LshAccumulator {
             }
             self.set_params(Some(b.value(row)), r.is_valid(row).then(|| r.value(row)), t.is_valid(row).then(|| t.value(row)))?;
             self.ords.push(typed::<Int64Type>("state ord", &ords.value(row))?.clone());
-            self.sigs.push(binary("state signature", &sigs.value(row))?);
+            self.sigs.push(binary_values(NAME, &sigs.value(row))?);
         }
         Ok(())
     }
@@ -251,7 +241,8 @@ impl Forest<'_> {
     }
 }
 
-/// The fraction of equal 32-bit values of two signatures of equal length (`minhash_jaccard`).
+/// The fraction of equal 32-bit values of two signatures of equal length: [`super::minhash::jaccard`]
+/// on the signatures' little-endian bytes, without decoding them.
 fn estimated_jaccard(a: &[u8], b: &[u8]) -> f64 {
     let equal = a.chunks_exact(4).zip(b.chunks_exact(4)).filter(|(x, y)| x == y).count();
     equal as f64 / (a.len() / 4) as f64

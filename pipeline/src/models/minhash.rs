@@ -252,31 +252,32 @@ impl ScalarUDFImpl for MinHashUdf {
         }
         let text = to_array(args.args.first().ok_or_else(|| arity("minhash", 0))?, args.number_rows)?;
         let hasher = MinHasher::new(num_perm as usize);
-        // Signatures are pure CPU work per row: split a large batch across the cores (the
-        // output is the same, in the same order, whatever the split).
+        // Signatures are pure CPU work per row: split a large batch across the cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let parts = cores.min(text.len() / MIN_ROWS_PER_THREAD).max(1);
-        if parts == 1 {
-            return Ok(ColumnarValue::Array(arc(signatures(&text, &hasher)?)));
-        }
-        let chunk = text.len().div_ceil(parts);
-        let results: Vec<Result<BinaryArray>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..parts)
-                .map(|p| {
-                    let slice = text.slice(p * chunk, chunk.min(text.len() - p * chunk));
-                    let hasher = &hasher;
-                    scope.spawn(move || signatures(&slice, hasher))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| exec_err!("minhash: a signature thread panicked")))
-                .collect()
-        });
-        let parts = results.into_iter().collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&dyn Array> = parts.iter().map(|a| a as &dyn Array).collect();
-        Ok(ColumnarValue::Array(arrow::compute::concat(&refs)?))
+        Ok(ColumnarValue::Array(signatures_in_parts(&text, &hasher, parts)?))
     }
+}
+
+/// The signatures of `text`, computed on `parts` threads over consecutive slices; the output is the
+/// same, in the same order, whatever `parts` is.
+fn signatures_in_parts(text: &ArrayRef, hasher: &MinHasher, parts: usize) -> Result<ArrayRef> {
+    if parts <= 1 || text.len() < 2 {
+        return Ok(arc(signatures(text, hasher)?));
+    }
+    let chunk = text.len().div_ceil(parts);
+    let results: Vec<Result<BinaryArray>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..text.len().div_ceil(chunk))
+            .map(|p| {
+                let slice = text.slice(p * chunk, chunk.min(text.len() - p * chunk));
+                scope.spawn(move || signatures(&slice, hasher))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| exec_err!("minhash: a signature thread panicked"))).collect()
+    });
+    let parts = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&dyn Array> = parts.iter().map(|a| a as &dyn Array).collect();
+    Ok(arrow::compute::concat(&refs)?)
 }
 
 /// Rows below which `minhash` does not start another thread.
@@ -305,14 +306,16 @@ fn signatures(text: &ArrayRef, hasher: &MinHasher) -> Result<BinaryArray> {
     Ok(out.finish())
 }
 
-fn binary_arg(fname: &str, t: &DataType) -> Result<DataType> {
+/// Coerce an argument that must be a `minhash()` signature (binary).
+pub(crate) fn binary_arg(fname: &str, t: &DataType) -> Result<DataType> {
     match t {
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null => Ok(DataType::Binary),
         other => plan_err!("{fname}: expected a minhash() signature (binary), got {other}"),
     }
 }
 
-fn binary_values(fname: &str, a: &ArrayRef) -> Result<arrow::array::BinaryArray> {
+/// A coerced signature argument as a binary array.
+pub(crate) fn binary_values(fname: &str, a: &ArrayRef) -> Result<arrow::array::BinaryArray> {
     match a.data_type() {
         DataType::Binary => Ok(a.as_binary::<i32>().clone()),
         other => exec_err!("{fname}: expected binary, got {other}"),
@@ -450,6 +453,24 @@ impl ScalarUDFImpl for LshBucketsUdf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_split_across_threads_equal_one_pass() {
+        use std::sync::Arc;
+        let texts: Vec<Option<String>> = (0..2500)
+            .map(|i| (i % 97 != 0).then(|| format!("document {i} about topic {} with words {} and {}", i % 13, i * 7, i % 5)))
+            .collect();
+        let text: ArrayRef = Arc::new(arrow::array::StringArray::from(texts));
+        let hasher = MinHasher::new(64);
+        let one = signatures_in_parts(&text, &hasher, 1).expect("one pass");
+        for parts in [2, 3, 7] {
+            let split = signatures_in_parts(&text, &hasher, parts).expect("split");
+            assert_eq!(split.as_ref(), one.as_ref(), "{parts} parts");
+        }
+        assert_eq!(one.null_count(), 26, "NULL text stays NULL");
+        let one = one.as_binary::<i32>();
+        assert_eq!(one.value(5), hasher.signature("document 5 about topic 5 with words 35 and 0").iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    }
 
     #[test]
     fn words_ignore_case_punctuation_and_spacing() {
