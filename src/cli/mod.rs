@@ -3,6 +3,7 @@
 mod attribute;
 mod base_model;
 mod claim;
+mod cluster;
 mod demo;
 mod epoch;
 mod epoch_run;
@@ -83,6 +84,8 @@ enum Command {
     Claim(claim::ClaimArgs),
     /// Run the end-to-end demo on a fresh local warehouse.
     Demo(demo::DemoArgs),
+    /// Run a member (scheduler or executor) of a Ballista cluster for `sql run --cluster`.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Everything a command needs: the loaded config and handles on the warehouse.
@@ -142,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Status(a) => runs::status(&app, a).await,
                 Command::Proof(a) => proof::run(&app, a).await,
                 Command::Claim(a) => claim::run(&app, a).await,
+                Command::Cluster(a) => cluster::run(&app, a).await,
                 Command::Init(_) | Command::Demo(_) => unreachable!("handled above"),
             }
         }

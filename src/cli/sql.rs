@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use tributary_pipeline::models::cluster::Engine;
 use tributary_pipeline::models::lineage;
 use tributary_pipeline::models::query::{Encoding, encode};
 use tributary_pipeline::models::plan::ranges;
@@ -56,6 +57,10 @@ pub struct RunArgs {
     /// Rebuild the selected models from scratch.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Run the models' queries on the Ballista cluster whose scheduler is at HOST:PORT
+    /// (see `tributary cluster`); planning, audits and commits stay here.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cluster: Option<String>,
 }
 
 /// Arguments of `sql backfill`.
@@ -192,9 +197,11 @@ pub async fn run(app: &App, args: SqlArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SqlCommand::Run(r) => {
+            let engine = r.cluster.as_deref().map(Engine::cluster).unwrap_or_default();
             let builder = builder(app, args.project.as_deref(), &r.models)?
                 .with_epochs(if r.epoch.is_empty() { EpochSelection::Pending } else { EpochSelection::Only(r.epoch) })
-                .with_full_refresh(r.full_refresh);
+                .with_full_refresh(r.full_refresh)
+                .with_engine(engine);
             execute(app, builder).await
         }
         SqlCommand::Backfill(b) => {

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tributary` binary.
 
 mod cli;
+mod cluster;
 mod kill;
 mod epoch;

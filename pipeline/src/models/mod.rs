@@ -14,11 +14,15 @@
 //! functions registered in every session ([`udf`]): MinHash LSH ([`minhash`]), connected
 //! components ([`components`]) and text quality features ([`quality`]). The rules stay in SQL.
 //!
+//! Past one machine, [`cluster`] runs the models' queries on a Ballista cluster
+//! ([`cluster::Engine::Cluster`]); planning, audits and publishing stay with the client.
+//!
 //! Data flow of the shipped models:
 //! `bronze.contributions` → `silver.contributions_dedup` → `silver.quality_scores` →
 //! `gold.training_set`, `gold.contributor_stats`.
 
 pub mod audit;
+pub mod cluster;
 pub mod commit;
 pub mod compile;
 pub mod components;

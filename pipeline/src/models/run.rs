@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::tables::{TableId, Tables};
 
 use super::audit::{self, AuditOutcome};
+use super::cluster::Engine;
 use super::commit::{self, Replace};
 use super::compile;
 use super::dag::Dag;
@@ -155,6 +156,7 @@ pub struct RunBuilder {
     epochs: EpochSelection,
     full_refresh: bool,
     progress: Option<RunProgressFn>,
+    engine: Engine,
 }
 
 impl RunBuilder {
@@ -169,6 +171,7 @@ impl RunBuilder {
             epochs: EpochSelection::Pending,
             full_refresh: false,
             progress: None,
+            engine: Engine::Local,
         }
     }
 
@@ -187,6 +190,12 @@ impl RunBuilder {
     /// Rebuild everything selected from scratch.
     pub fn with_full_refresh(mut self, full_refresh: bool) -> Self {
         self.full_refresh = full_refresh;
+        self
+    }
+
+    /// Where the models' queries run (default: in this process).
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
         self
     }
 
@@ -319,7 +328,7 @@ impl RunBuilder {
         run_id: i64,
         report: &mut ModelReport,
     ) -> Result<ModelPlan> {
-        let (ctx, snapshot) = session::open(&self.tables, &self.config, &BTreeMap::new()).await?;
+        let (ctx, snapshot) = session::open_for(&self.engine, &self.tables, &self.config, &BTreeMap::new()).await?;
         let mut planner = Planner::new(&self.project, state, &ctx, &snapshot);
         let plan = planner.plan(model, upstream, &self.epochs, self.full_refresh).await?;
         report.why = plan.why();
@@ -342,7 +351,7 @@ impl RunBuilder {
             if model.is_incremental() { plan.epochs.iter().map(|e| Some(*e)).collect() } else { vec![None] };
         for epoch in targets {
             let sql = compile::model_sql(&self.project, model, epoch)?;
-            let (s, batches) = query(&ctx, &model.file, &sql).await?;
+            let (s, batches) = query_on(&self.engine, &ctx, &model.file, &sql).await?;
             let s = commit::storage_schema(&s);
             let mut rows = 0usize;
             for b in &batches {
@@ -435,9 +444,14 @@ impl RunBuilder {
 
 /// Plan and run `sql`, mapping errors to `file`'s lines.
 pub async fn query(ctx: &SessionContext, file: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    query_on(&Engine::Local, ctx, file, sql).await
+}
+
+/// [`query`] executed by `engine`.
+pub async fn query_on(engine: &Engine, ctx: &SessionContext, file: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let df = ctx.sql(sql).await.map_err(|e| compile::locate(file, sql, e))?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(|e| compile::locate(file, sql, e))?;
+    let batches = engine.collect(df).await.map_err(|e| compile::locate(file, sql, e))?;
     Ok((schema, batches))
 }
 

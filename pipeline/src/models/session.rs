@@ -19,6 +19,7 @@ use crate::config::{Config, DatanetKind};
 use crate::error::{Error, Result};
 use crate::tables::{TableId, Tables};
 
+use super::cluster::{self, Engine};
 use super::udf;
 
 /// The schema holding config tables.
@@ -35,6 +36,17 @@ pub struct Snapshot {
 
 /// A fresh session with every table at its latest version (or at `pinned` versions).
 pub async fn open(tables: &Tables, config: &Config, pinned: &BTreeMap<TableId, i64>) -> Result<(SessionContext, Snapshot)> {
+    open_for(&Engine::Local, tables, config, pinned).await
+}
+
+/// [`open`], with the tables registered the way `engine` executes them: Delta table providers
+/// locally, plain Parquet snapshots of the same versions for a cluster ([`super::cluster`]).
+pub async fn open_for(
+    engine: &Engine,
+    tables: &Tables,
+    config: &Config,
+    pinned: &BTreeMap<TableId, i64>,
+) -> Result<(SessionContext, Snapshot)> {
     let ctx = context();
     let mut versions = tables.list().await?;
     for (id, v) in pinned {
@@ -42,7 +54,15 @@ pub async fn open(tables: &Tables, config: &Config, pinned: &BTreeMap<TableId, i
             versions.insert(id.clone(), *v);
         }
     }
-    tables.register_all(&ctx, &versions).await?;
+    if engine.needs_snapshots() {
+        for (id, version) in &versions {
+            if let Some(table) = tables.open_version(id, Some(*version)).await? {
+                cluster::register_snapshot(&ctx, tables.warehouse(), id, &table).await?;
+            }
+        }
+    } else {
+        tables.register_all(&ctx, &versions).await?;
+    }
     let config_hash = register_config(&ctx, config)?;
     Ok((ctx, Snapshot { versions, config_hash }))
 }
