@@ -59,7 +59,10 @@ SELECT
     t.epoch,
     t.datanet,
     t.contributor,
-    CAST(rank() OVER (PARTITION BY t.epoch, t.datanet ORDER BY t.accepted DESC) AS BIGINT) AS rank,
+    -- Each build is one epoch (WHERE epoch = @epoch), so ranking within the datanet ranks within the
+    -- epoch. Partitioning by epoch as well would rest on epoch being constant, which the engine
+    -- knows in one process but a Ballista shuffle forgets (the cluster then refuses the plan).
+    CAST(rank() OVER (PARTITION BY t.datanet ORDER BY t.accepted DESC) AS BIGINT) AS rank,
     t.submitted,
     t.accepted,
     t.exact_duplicates,

@@ -46,6 +46,8 @@ pub enum ClusterCommand {
 }
 
 pub async fn run(app: &App, args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    // Members are daemons: Ballista logs through `log`; RUST_LOG overrides the level.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).try_init();
     let stop = tributary_serving::shutdown_signal();
     let served = match args.command {
         ClusterCommand::Scheduler { bind } => {

@@ -83,17 +83,19 @@ fn sql_models_run_on_a_ballista_cluster_of_separate_processes() {
 
     let scheduler = free_addr();
     let config = dir.path().to_str().expect("utf-8 path");
-    let spawn = |args: Vec<String>| -> Child {
+    // Each member's stderr goes to <name>.log in the test dir (what a failure report needs).
+    let spawn = |name: &str, args: Vec<String>| -> Child {
         let mut cmd: Command = bin();
-        cmd.arg("--config").arg(config).arg("cluster").args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log file");
+        cmd.arg("--config").arg(config).arg("cluster").args(&args).stdout(Stdio::null()).stderr(log);
         cmd.spawn().expect("spawn cluster member")
     };
-    let mut members = Members(vec![spawn(vec!["scheduler".into(), "--bind".into(), scheduler.to_string()])]);
+    let mut members = Members(vec![spawn("scheduler", vec!["scheduler".into(), "--bind".into(), scheduler.to_string()])]);
     wait_listening(scheduler, &mut members.0[0]);
     for i in 0..2 {
         let (bind, grpc) = (free_addr(), free_addr());
         let work = dir.path().join(format!("executor-{i}"));
-        members.0.push(spawn(vec![
+        members.0.push(spawn(&format!("executor-{i}"), vec![
             "executor".into(),
             "--scheduler".into(),
             scheduler.to_string(),

@@ -15,7 +15,6 @@
 //! plans that call them run remotely; executors reach the warehouse through the same object store
 //! configuration as the client (`file://` on a shared filesystem, or `s3://`).
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -32,6 +31,7 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
 use datafusion::catalog::{MemorySchemaProvider, Session, TableProvider};
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -96,6 +96,17 @@ impl Engine {
     }
 }
 
+/// Settings for plans that run on a cluster. Dynamic filters (a join's build side narrowing its
+/// probe-side scan while both run) are shared in-process state that cannot cross to another
+/// executor, and the scheduler's join reordering refuses plans that already hold them.
+pub fn configure(config: &mut SessionConfig) {
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+}
+
 /// A Delta table at one version, as the Parquet files that make it up: what a cluster scans.
 ///
 /// Scans are DataFusion's `DataSourceExec` over a `ParquetSource`, with each file's partition
@@ -125,7 +136,7 @@ impl SnapshotTable {
         }
         // The logical schema exactly as the local engine sees it.
         let schema = table.table_provider().await?.schema();
-        let partition_columns = snapshot.metadata().partition_columns().clone();
+        let partition_columns = snapshot.metadata().partition_columns().to_vec();
         let (mut file_fields, mut partition_fields): (Vec<FieldRef>, Vec<FieldRef>) = (vec![], vec![]);
         for f in schema.fields() {
             if partition_columns.contains(f.name()) { partition_fields.push(f.clone()) } else { file_fields.push(f.clone()) }
@@ -174,10 +185,6 @@ impl SnapshotTable {
 
 #[async_trait]
 impl TableProvider for SnapshotTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -193,12 +200,11 @@ impl TableProvider for SnapshotTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let table_schema = datafusion::datasource::table_schema::TableSchema::new(
-            self.file_schema.clone(),
-            self.partition_fields.clone(),
-        );
-        let source = ParquetSource::new(table_schema)
-            .with_table_parquet_options(state.config().options().execution.parquet.clone());
+        let table_schema = datafusion::datasource::table_schema::TableSchema::builder(self.file_schema.clone())
+            .with_table_partition_cols(self.partition_fields.clone())
+            .build();
+        let options = TableParquetOptions { global: state.config().options().execution.parquet.clone(), ..Default::default() };
+        let source = ParquetSource::new(table_schema).with_table_parquet_options(options);
         // Spread the files over the session's partitions, round robin by size.
         let parts = state.config().target_partitions().max(1).min(self.files.len().max(1));
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); parts];
@@ -255,7 +261,9 @@ pub async fn register_snapshot(ctx: &SessionContext, warehouse: &Warehouse, id: 
 /// The session of a cluster member for a job with `config`: Ballista's settings and Tributary's
 /// functions, with `warehouse`'s store registered (when given) so its files can be read.
 fn member_state(config: SessionConfig, warehouse: Option<&Warehouse>) -> datafusion::common::Result<SessionState> {
-    let ctx = SessionContext::new_with_config(config.upgrade_for_ballista());
+    let mut config = config.upgrade_for_ballista();
+    configure(&mut config);
+    let ctx = SessionContext::new_with_config(config);
     super::udf::register(&ctx);
     if let Some(w) = warehouse {
         register_warehouse_store(&ctx, w).map_err(|e| DataFusionError::External(Box::new(e)))?;

@@ -47,7 +47,7 @@ pub async fn open_for(
     config: &Config,
     pinned: &BTreeMap<TableId, i64>,
 ) -> Result<(SessionContext, Snapshot)> {
-    let ctx = context();
+    let ctx = context_for(engine);
     let mut versions = tables.list().await?;
     for (id, v) in pinned {
         if versions.contains_key(id) {
@@ -69,7 +69,15 @@ pub async fn open_for(
 
 /// A session context with Tributary's settings and functions, and no tables.
 pub fn context() -> SessionContext {
+    context_for(&Engine::Local)
+}
+
+/// [`context`], with the settings plans for `engine` need.
+pub fn context_for(engine: &Engine) -> SessionContext {
     let mut cfg = SessionConfig::new().with_information_schema(true);
+    if engine.needs_snapshots() {
+        cluster::configure(&mut cfg);
+    }
     // Spans let planning errors (unknown column, …) point at the line of the model file.
     cfg.options_mut().sql_parser.collect_spans = true;
     let ctx = SessionContext::new_with_config(cfg);

@@ -92,6 +92,7 @@ fn files_under(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shipped_models_on_a_ballista_cluster_match_the_local_engine() {
+    let _ = env_logger::Builder::new().parse_filters("warn").is_test(true).try_init();
     let env = env();
     env.fill().await;
     let project = shipped();
@@ -118,7 +119,11 @@ async fn shipped_models_on_a_ballista_cluster_match_the_local_engine() {
             vcores: 2,
             work_dir: Some(w.path().to_path_buf()),
         };
-        tokio::spawn(cluster::serve_executor(env.tables.warehouse().clone(), opts));
+        let warehouse = env.tables.warehouse().clone();
+        tokio::spawn(async move {
+            let ended = cluster::serve_executor(warehouse, opts).await;
+            eprintln!("executor on {bind} stopped: {ended:?}");
+        });
         cluster::wait_listening(bind, Duration::from_secs(30)).await.expect("executor up");
     }
 
