@@ -8,6 +8,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc instead of the system allocator: ingest and the SQL models allocate and free large
+/// Arrow and Parquet buffers from several threads, and glibc's returning them to the kernel
+/// (page faults, TLB shootdowns) was a tenth of ingest's CPU time (`cargo bench -p
+/// tributary-pipeline --bench ingest`, README § Benchmarks).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,6 +1,7 @@
 //! Ingest throughput against DataFusion alone (issue: bookkeeping costs at most 30%).
 //!
-//! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then in the same run:
+//! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then, in three alternating
+//! rounds of the same run (medians compared):
 //!   1. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log),
 //!   2. the baseline: DataFusion reading the same files and writing one Delta table.
 //! Prints rows/s of both and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
@@ -16,6 +17,10 @@ use tributary_pipeline::ingest::IngestBuilder;
 use tributary_pipeline::sample::{fact_text, parquet_bytes, text_batch};
 use tributary_pipeline::{Tables, Warehouse};
 
+/// The allocator the `tributary` binary uses (src/main.rs), so that both sides are measured as shipped.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -29,12 +34,10 @@ fn cpu_secs() -> f64 {
     f.iter().sum::<f64>() / 100.0
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = env_usize("BENCH_FILES", 1000);
-    let rows_per_file = env_usize("BENCH_ROWS", 1000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    // Not a dot-prefixed name: DataFusion skips hidden path components when listing the baseline.
-    let dir = tempfile::Builder::new().prefix("tributary-ingest-bench").tempdir()?;
+/// Rounds of each side; the medians are compared (this machine's timings wander by ±30% run to run).
+const ROUNDS: usize = 3;
+
+fn bench_config(base_dir: &std::path::Path) -> Arc<Config> {
     let mut cfg = Config {
         datanets: vec![DatanetConfig {
             name: "bench".into(),
@@ -46,56 +49,95 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ingest: IngestConfig { max_files_per_batch: 250, concurrency: 8, ..IngestConfig::default() },
         ..Config::default()
     };
-    cfg.base_dir = dir.path().to_path_buf();
-    let cfg = Arc::new(cfg);
-    let warehouse = Warehouse::open(&cfg)?;
-    let root = warehouse.local_dir().ok_or("local warehouse")?;
+    cfg.base_dir = base_dir.to_path_buf();
+    Arc::new(cfg)
+}
+
+/// Write back dirty pages, so that neither side pays for the other's writes (Linux `sync`).
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = env_usize("BENCH_FILES", 1000);
+    let rows_per_file = env_usize("BENCH_ROWS", 1000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Not a dot-prefixed name: DataFusion skips hidden path components when listing the baseline.
+    let dir = tempfile::Builder::new().prefix("tributary-ingest-bench").tempdir()?;
+    let source = dir.path().join("source");
 
     eprintln!("generating {files} files × {rows_per_file} rows…");
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut relative = Vec::with_capacity(files);
     for f in 0..files {
         let texts: Vec<String> = (0..rows_per_file).map(|_| fact_text(&mut rng).1).collect();
         let contributor = format!("0x{:040x}", f % 100 + 1);
-        let path = root.join(format!("inbox/bench/{contributor}/part-{f:05}.parquet"));
+        let rel = format!("bench/{contributor}/part-{f:05}.parquet");
+        let path = source.join("inbox").join(&rel);
         std::fs::create_dir_all(path.parent().ok_or("parent")?)?;
         std::fs::write(path, parquet_bytes(&text_batch(&texts, &[]))?)?;
+        relative.push(rel);
     }
     let total = (files * rows_per_file) as f64;
 
-    // Baseline first, so the page cache is equally warm for both.
-    let cpu0 = cpu_secs();
-    let baseline_secs = rt.block_on(async {
-        let t = Instant::now();
-        // The inbox nests files under <datanet>/<address>/: list subdirectories too.
-        let config = datafusion::prelude::SessionConfig::new()
-            .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
-        let ctx = SessionContext::new_with_config(config);
-        let inbox = format!("{}/", root.join("inbox").display());
-        let df = ctx.read_parquet(inbox, ParquetReadOptions::default().file_extension(".parquet")).await?;
-        let batches = df.collect().await?;
-        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(n as f64, total, "baseline read every row");
-        let url = url::Url::from_directory_path(root.join("baseline_delta")).map_err(|_| "url")?;
-        std::fs::create_dir_all(root.join("baseline_delta"))?;
-        let table = deltalake::DeltaTable::try_from_url(url).await?;
-        table.write(batches).await?;
-        Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
-    })?;
+    let (mut base_secs, mut base_cpu, mut ingest_secs, mut ingest_cpu) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        // Baseline first in each round, alternating with ingest, so both see the same page cache
+        // and the same drift of the machine.
+        settle();
+        let cpu0 = cpu_secs();
+        let secs = rt.block_on(async {
+            let t = Instant::now();
+            // The inbox nests files under <datanet>/<address>/: list subdirectories too.
+            let config = datafusion::prelude::SessionConfig::new()
+                .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
+            let ctx = SessionContext::new_with_config(config);
+            let inbox = format!("{}/", source.join("inbox").display());
+            let df = ctx.read_parquet(inbox, ParquetReadOptions::default().file_extension(".parquet")).await?;
+            let batches = df.collect().await?;
+            let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+            assert_eq!(n as f64, total, "baseline read every row");
+            let out = dir.path().join(format!("baseline-{round}"));
+            std::fs::create_dir_all(&out)?;
+            let url = url::Url::from_directory_path(&out).map_err(|_| "url")?;
+            let table = deltalake::DeltaTable::try_from_url(url).await?;
+            table.write(batches).await?;
+            Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
+        })?;
+        base_secs.push(secs);
+        base_cpu.push(cpu_secs() - cpu0);
 
-    let cpu1 = cpu_secs();
-    let ingest_secs = rt.block_on(async {
-        let t = Instant::now();
-        let s = IngestBuilder::new(cfg.clone(), Tables::new(warehouse.clone())).execute().await?;
-        assert_eq!(s.rows_added as f64, total, "ingest accepted every row: {:?}", s.quarantined_by_reason);
-        Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
-    })?;
+        // A fresh warehouse whose inbox holds the same files (hard links: same bytes, same cache).
+        let cfg = bench_config(&dir.path().join(format!("round-{round}")));
+        let warehouse = Warehouse::open(&cfg)?;
+        let root = warehouse.local_dir().ok_or("local warehouse")?;
+        for rel in &relative {
+            let to = root.join("inbox").join(rel);
+            std::fs::create_dir_all(to.parent().ok_or("parent")?)?;
+            std::fs::hard_link(source.join("inbox").join(rel), to)?;
+        }
+        settle();
+        let cpu1 = cpu_secs();
+        let secs = rt.block_on(async {
+            let t = Instant::now();
+            let s = IngestBuilder::new(cfg.clone(), Tables::new(warehouse.clone())).execute().await?;
+            assert_eq!(s.rows_added as f64, total, "ingest accepted every row: {:?}", s.quarantined_by_reason);
+            Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
+        })?;
+        ingest_secs.push(secs);
+        ingest_cpu.push(cpu_secs() - cpu1);
+        eprintln!("  round {round}: baseline {:.2} s, ingest {:.2} s, ratio {:.2}", base_secs[round], secs, base_secs[round] / secs);
+    }
 
-    let cpu2 = cpu_secs();
-    let base_rps = total / baseline_secs;
-    let ingest_rps = total / ingest_secs;
-    println!("ingest benchmark: {files} files, {} rows", total as u64);
-    println!("  baseline (DataFusion read + one Delta write): {baseline_secs:8.2} s  {base_rps:12.0} rows/s  cpu {:6.2} s", cpu1 - cpu0);
-    println!("  tributary ingest (validate, ids, log, txn):   {ingest_secs:8.2} s  {ingest_rps:12.0} rows/s  cpu {:6.2} s", cpu2 - cpu1);
-    println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", ingest_rps / base_rps);
+    let (b, i) = (median(base_secs), median(ingest_secs));
+    println!("ingest benchmark: {files} files, {} rows, median of {ROUNDS} alternating rounds", total as u64);
+    println!("  baseline (DataFusion read + one Delta write): {b:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / b, median(base_cpu));
+    println!("  tributary ingest (validate, ids, log, txn):   {i:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / i, median(ingest_cpu));
+    println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", b / i);
     Ok(())
 }

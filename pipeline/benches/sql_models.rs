@@ -212,7 +212,7 @@ fn quality_data(rows: usize, path: &Path) -> Result<(), BoxError> {
             cols[0].push(ids::sha256_hex(&(i as u64).to_be_bytes()));
             cols[1].push(if i % 3 == 0 { "notes".into() } else { "geo-qa".into() });
             cols[2].push(contributors[rng.random_range(0..contributors.len())].clone());
-            cols[4].push(ids::content_hash(&text));
+            cols[4].push(ids::content_hash(&text).to_string());
             cols[3].push(text);
             epoch.push(0i64);
             at.push(t0 + (i as i64 / 1000) * 1_000_000);

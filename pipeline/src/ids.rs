@@ -12,23 +12,70 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex32(&Sha256::digest(bytes).into())
 }
 
-/// Lower-case hex of a 32-byte digest (a table lookup per nibble: ingest formats two per row).
+/// Lower-case hex of a 32-byte digest.
 pub fn hex32(digest: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for &b in digest {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    Hex64::of(digest).as_str().to_string()
+}
+
+/// A 32-byte digest as 64 lower-case hex digits, on the stack: ingest formats two per row and
+/// appends them straight to Arrow builders, so no per-row `String` is allocated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Hex64([u8; 64]);
+
+impl Hex64 {
+    /// Format `digest` (a table lookup per nibble).
+    pub fn of(digest: &[u8; 32]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        Hex64(out)
     }
-    out
+
+    /// The digits as bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl std::ops::Deref for Hex64 {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Hex64 {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Hex64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Hex64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// The stable id of row `row_index` of the file whose sha256 is `file_sha256` (32 raw bytes).
-pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> String {
+pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> Hex64 {
     let mut h = Sha256::new();
     h.update(file_sha256);
     h.update(row_index.to_be_bytes());
-    hex32(&h.finalize().into())
+    Hex64::of(&h.finalize().into())
 }
 
 /// Normalize text for exact-duplicate detection: NFKC, lower case, collapsed whitespace.
@@ -65,18 +112,29 @@ fn push_collapsed(out: &mut String, chars: impl Iterator<Item = char>) {
 ///
 /// ASCII text (the common case) is normalized straight into the hasher through a small stack
 /// buffer, without building the normalized string; the result is the same as hashing
-/// [`normalize_text`]'s output.
-pub fn content_hash(text: &str) -> String {
+/// [`normalize_text`]'s output. Text whose white space is already single spaces between words
+/// (most rows) is only lower-cased, a chunk at a time, instead of folded byte by byte.
+pub fn content_hash(text: &str) -> Hex64 {
+    let bytes = text.as_bytes();
     if !text.is_ascii() {
-        return sha256_hex(normalize_text(text).as_bytes());
+        return Hex64::of(&Sha256::digest(normalize_text(text).as_bytes()).into());
     }
     let mut hasher = Sha256::new();
     let mut buf = [0u8; 512];
+    if is_collapsed_ascii(bytes) {
+        for chunk in bytes.chunks(buf.len()) {
+            let out = &mut buf[..chunk.len()];
+            out.copy_from_slice(chunk);
+            out.make_ascii_lowercase();
+            hasher.update(out);
+        }
+        return Hex64::of(&hasher.finalize().into());
+    }
     let mut len = 0;
     let mut fold = AsciiFold::default();
     // Each input chunk adds at most its own length plus one pending space, so the buffer is
     // checked once per chunk rather than once per byte.
-    for chunk in text.as_bytes().chunks(128) {
+    for chunk in bytes.chunks(128) {
         if len + chunk.len() + 1 > buf.len() {
             hasher.update(&buf[..len]);
             len = 0;
@@ -87,7 +145,17 @@ pub fn content_hash(text: &str) -> String {
         });
     }
     hasher.update(&buf[..len]);
-    hex32(&hasher.finalize().into())
+    Hex64::of(&hasher.finalize().into())
+}
+
+/// Whether ASCII `bytes` are already white-space-normalized: no white space but single spaces
+/// between other characters. Branch-free folds, so the compiler vectorizes them.
+fn is_collapsed_ascii(bytes: &[u8]) -> bool {
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else { return true };
+    // \t \n \x0b \x0c \r are 9..=13.
+    let other_white = bytes.iter().fold(false, |acc, &b| acc | (b.wrapping_sub(9) < 5));
+    let double_space = bytes.iter().zip(&bytes[1..]).fold(false, |acc, (&a, &b)| acc | ((a == b' ') & (b == b' ')));
+    first != b' ' && last != b' ' && !other_white && !double_space
 }
 
 /// The ASCII case of [`normalize_text`] (lower case, white-space runs collapsed to one space,
@@ -176,18 +244,26 @@ mod tests {
             push_collapsed(&mut out, t.chars().flat_map(char::to_lowercase));
             out
         };
-        for t in ["  A\x0bB\x0c C\r\n", "\x1fX  y\t", "", "   ", "Tab\tEnd.", "MiXeD   case\n\n"] {
+        let collapsed_long = "The Quick brown FOX. ".repeat(40).trim_end().to_string();
+        let cases = [
+            "  A\x0bB\x0c C\r\n", "\x1fX  y\t", "", "   ", " ", "a", "A b", "Tab\tEnd.", "MiXeD   case\n\n",
+            "Already Single Spaced.", "trailing ", " leading", "x\ny", &collapsed_long,
+        ];
+        for t in cases {
             assert_eq!(normalize_text(t), general(t), "{t:?}");
-            assert_eq!(content_hash(t), sha256_hex(general(t).as_bytes()), "{t:?}");
+            assert_eq!(content_hash(t).as_str(), sha256_hex(general(t).as_bytes()), "{t:?}");
+            // The lower-case-only path is taken exactly when folding changes nothing but case.
+            assert_eq!(is_collapsed_ascii(t.as_bytes()), general(t) == t.to_ascii_lowercase(), "{t:?}");
         }
         for b in 0..128u8 {
             assert_eq!(is_ascii_white_space(b), char::from(b).is_whitespace(), "byte {b}");
         }
         // Longer than the hashing buffer, with whitespace runs straddling its flushes.
         let long: String = (0..400).map(|i| if i % 7 == 0 { "  \t" } else { "Ab" }).collect();
-        assert_eq!(content_hash(&long), sha256_hex(general(&long).as_bytes()));
-        let d = [0xa5u8; 32];
+        assert_eq!(content_hash(&long).as_str(), sha256_hex(general(&long).as_bytes()));
+        let d: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
         assert_eq!(hex32(&d), hex::encode(d));
+        assert_eq!(Hex64::of(&d).to_string(), hex::encode(d));
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 

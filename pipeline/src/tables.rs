@@ -361,18 +361,8 @@ impl Tables {
 
     /// Register one opened table in `ctx` as `layer.name` (replacing any earlier registration).
     pub async fn register(&self, ctx: &SessionContext, id: &TableId, table: &DeltaTable) -> Result<()> {
-        let catalog = ctx
-            .catalog("datafusion")
-            .ok_or_else(|| Error::Internal("default DataFusion catalog missing".into()))?;
-        if catalog.schema(&id.layer).is_none() {
-            catalog.register_schema(&id.layer, Arc::new(MemorySchemaProvider::new()))?;
-        }
         table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(id.to_string(), e))?;
-        let provider = table.table_provider().await?;
-        let name = datafusion::common::TableReference::partial(id.layer.clone(), id.name.clone());
-        ctx.deregister_table(name.clone())?;
-        ctx.register_table(name, provider)?;
-        Ok(())
+        register_provider(ctx, id, table.table_provider().await?)
     }
 
     /// Run `sql` against every table and collect the result.
@@ -380,6 +370,24 @@ impl Tables {
         let ctx = self.session(&BTreeMap::new()).await?;
         Ok(ctx.sql(sql).await?.collect().await?)
     }
+}
+
+/// Register `provider` in `ctx` as `layer.name` (creating the layer's schema, replacing any
+/// earlier registration of the name).
+pub fn register_provider(
+    ctx: &SessionContext,
+    id: &TableId,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> Result<()> {
+    let catalog =
+        ctx.catalog("datafusion").ok_or_else(|| Error::Internal("default DataFusion catalog missing".into()))?;
+    if catalog.schema(&id.layer).is_none() {
+        catalog.register_schema(&id.layer, Arc::new(MemorySchemaProvider::new()))?;
+    }
+    let name = datafusion::common::TableReference::partial(id.layer.clone(), id.name.clone());
+    ctx.deregister_table(name.clone())?;
+    ctx.register_table(name, provider)?;
+    Ok(())
 }
 
 /// The commit history of a table, newest first, limited to `limit` entries.

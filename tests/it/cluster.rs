@@ -2,12 +2,13 @@
 //! processes on loopback, and `tributary sql run --cluster` building the shipped models on them —
 //! the same tables as the local engine.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tributary_pipeline::config::Config;
+use tributary_pipeline::models::cluster;
 use tributary_pipeline::{Tables, Warehouse};
 
 use super::cli::bin;
@@ -35,7 +36,7 @@ impl Drop for Members {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+    SocketAddr::from(([127, 0, 0, 1], cluster::free_port().expect("free port")))
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child) {

@@ -82,6 +82,22 @@ pub struct IngestSummary {
     pub dry_run: bool,
 }
 
+/// A batch whose commit runs in the background while the next batch is judged.
+struct InFlight {
+    batch: i64,
+    rows: u64,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl InFlight {
+    /// Wait for the commit; the batch number and its rows once it is visible.
+    async fn wait(self) -> Result<(i64, u64)> {
+        let batch = self.batch;
+        self.task.await.map_err(|e| Error::Internal(format!("commit of ingest batch {batch}: {e}")))??;
+        Ok((batch, self.rows))
+    }
+}
+
 /// Builds and runs one ingest pass (`tributary ingest`).
 pub struct IngestBuilder {
     config: Arc<Config>,
@@ -158,8 +174,34 @@ impl IngestBuilder {
         self.emit(Progress::Planned { files: todo.len() });
 
         let tables = commit::IngestTables::open(&self.tables).await?;
-        let mut next_batch = tables.next_batch().await?;
+        let next_batch = tables.next_batch().await?;
         drop(tables);
+        let mut in_flight = None;
+        let run = self.run_batches(todo, next_batch, &mut state, &mut summary, &mut in_flight).await;
+        // Whatever happened, the batch being committed finishes before the pass returns.
+        let last = match in_flight {
+            Some(commit) => Some(commit.wait().await),
+            None => None,
+        };
+        run?;
+        if let Some(done) = last {
+            self.committed(&mut summary, done?);
+        }
+        Ok(summary)
+    }
+
+    /// Judge `todo` in batches of `max_files_per_batch`, numbered from `next_batch`. Each batch's
+    /// commit runs while the next batch is judged (its Parquet writers finish, then its two Delta
+    /// commits); a batch's commit starts only after the previous one has finished, so batches
+    /// become visible in order and bronze is never more than one batch ahead of the log.
+    async fn run_batches(
+        &self,
+        todo: Vec<InboxEntry>,
+        mut next_batch: i64,
+        state: &mut LogState,
+        summary: &mut IngestSummary,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<()> {
         let max_files = self.config.ingest.max_files_per_batch;
         let mut queue = todo.into_iter().peekable();
         while queue.peek().is_some() {
@@ -188,7 +230,7 @@ impl IngestBuilder {
                     summary.files_skipped += 1;
                     continue;
                 }
-                self.apply_stateful_rules(&mut state, &mut entry, validated.as_ref());
+                self.apply_stateful_rules(state, &mut entry, validated.as_ref());
                 if entry.status == FileStatus::Accepted
                     && let Some(v) = validated
                 {
@@ -214,14 +256,22 @@ impl IngestBuilder {
             }
             drop(judged);
             if let Some(files) = files.filter(|_| !entries.is_empty()) {
-                commit::commit_batch(&self.tables, batch, files, &entries).await?;
-                summary.batches.push(batch);
-                self.emit(Progress::Committed { batch, rows: batch_rows });
+                if let Some(previous) = in_flight.take() {
+                    self.committed(summary, previous.wait().await?);
+                }
+                let (tables, log) = (self.tables.clone(), entries.clone());
+                let task = tokio::spawn(async move { commit::commit_batch(&tables, batch, files, &log).await });
+                *in_flight = Some(InFlight { batch, rows: batch_rows, task });
                 next_batch += 1;
             }
             summary.judged.extend(entries);
         }
-        Ok(summary)
+        Ok(())
+    }
+
+    fn committed(&self, summary: &mut IngestSummary, (batch, rows): (i64, u64)) {
+        summary.batches.push(batch);
+        self.emit(Progress::Committed { batch, rows });
     }
 
     async fn judge_file(

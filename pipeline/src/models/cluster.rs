@@ -15,6 +15,7 @@
 //! plans that call them run remotely; executors reach the warehouse through the same object store
 //! configuration as the client (`file://` on a shared filesystem, or `s3://`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
-use datafusion::catalog::{MemorySchemaProvider, Session, TableProvider};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
@@ -49,7 +50,7 @@ use object_store::path::Path;
 
 use crate::error::{Error, Result};
 use crate::storage::Warehouse;
-use crate::tables::TableId;
+use crate::tables::{TableId, Tables, register_provider};
 
 /// Where a run's queries execute.
 #[derive(Debug, Clone, Default)]
@@ -130,9 +131,7 @@ impl SnapshotTable {
         let snapshot = table.snapshot().map_err(|e| Error::delta(&name, e))?;
         let config = snapshot.metadata().configuration();
         if config.get("delta.columnMapping.mode").is_some_and(|m| m != "none") {
-            return Err(Error::Internal(format!(
-                "{name} uses Delta column mapping, which a cluster scan of its Parquet files cannot resolve"
-            )));
+            return Err(unsupported(&name, "uses Delta column mapping, which a cluster scan of its Parquet files cannot resolve"));
         }
         // The logical schema exactly as the local engine sees it.
         let schema = table.table_provider().await?.schema();
@@ -147,6 +146,7 @@ impl SnapshotTable {
             .iter()
             .map(|f| match partition_fields.iter().position(|p| p.name() == f.name()) {
                 Some(p) => file_schema.fields().len() + p,
+                // Every non-partition field of `schema` was put in `file_schema` just above.
                 None => file_schema.index_of(f.name()).unwrap_or_default(),
             })
             .collect();
@@ -158,9 +158,7 @@ impl SnapshotTable {
         let mut files = Vec::new();
         for view in snapshot.log_data().iter() {
             if view.deletion_vector_descriptor().is_some() {
-                return Err(Error::Internal(format!(
-                    "{name} has deletion vectors, which a cluster scan of its Parquet files would ignore"
-                )));
+                return Err(unsupported(&name, "has deletion vectors, which a cluster scan of its Parquet files would ignore"));
             }
             let values = view.partition_values_map();
             let partition_values = partition_fields
@@ -175,11 +173,6 @@ impl SnapshotTable {
             files.push(PartitionedFile::new(path.to_string(), size).with_partition_values(partition_values));
         }
         Ok(SnapshotTable { schema, file_schema, partition_fields, scan_index, store_url, files })
-    }
-
-    /// Number of Parquet files in the snapshot.
-    pub fn file_count(&self) -> usize {
-        self.files.len()
     }
 }
 
@@ -205,7 +198,7 @@ impl TableProvider for SnapshotTable {
             .build();
         let options = TableParquetOptions { global: state.config().options().execution.parquet.clone(), ..Default::default() };
         let source = ParquetSource::new(table_schema).with_table_parquet_options(options);
-        // Spread the files over the session's partitions, round robin by size.
+        // Spread the files over the session's partitions: largest first, each to the lightest group.
         let parts = state.config().target_partitions().max(1).min(self.files.len().max(1));
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); parts];
         let mut sizes = vec![0u64; parts];
@@ -243,32 +236,27 @@ pub fn register_warehouse_store(ctx: &SessionContext, warehouse: &Warehouse) -> 
     Ok(())
 }
 
-/// Register `table` (opened at the version to read) in `ctx` as `layer.name`, as a [`SnapshotTable`].
-pub async fn register_snapshot(ctx: &SessionContext, warehouse: &Warehouse, id: &TableId, table: &DeltaTable) -> Result<()> {
-    let catalog =
-        ctx.catalog("datafusion").ok_or_else(|| Error::Internal("default DataFusion catalog missing".into()))?;
-    if catalog.schema(&id.layer).is_none() {
-        catalog.register_schema(&id.layer, Arc::new(MemorySchemaProvider::new()))?;
-    }
+/// Register every table of `versions` in `ctx` at its version, as [`SnapshotTable`]s over
+/// `tables`' warehouse (whose store is registered once for all of them).
+pub async fn register_snapshots(ctx: &SessionContext, tables: &Tables, versions: &BTreeMap<TableId, i64>) -> Result<()> {
+    let warehouse = tables.warehouse();
     register_warehouse_store(ctx, warehouse)?;
-    let provider = SnapshotTable::try_new(warehouse, id, table).await?;
-    let name = datafusion::common::TableReference::partial(id.layer.clone(), id.name.clone());
-    ctx.deregister_table(name.clone())?;
-    ctx.register_table(name, Arc::new(provider))?;
+    for (id, version) in versions {
+        if let Some(table) = tables.open_version(id, Some(*version)).await? {
+            register_provider(ctx, id, Arc::new(SnapshotTable::try_new(warehouse, id, &table).await?))?;
+        }
+    }
     Ok(())
 }
 
 /// The session of a cluster member for a job with `config`: Ballista's settings and Tributary's
-/// functions, with `warehouse`'s store registered (when given) so its files can be read.
-fn member_state(config: SessionConfig, warehouse: Option<&Warehouse>) -> datafusion::common::Result<SessionState> {
+/// functions. (Executors read the warehouse through their runtime environment, not this state.)
+fn member_state(config: SessionConfig) -> SessionState {
     let mut config = config.upgrade_for_ballista();
     configure(&mut config);
     let ctx = SessionContext::new_with_config(config);
     super::udf::register(&ctx);
-    if let Some(w) = warehouse {
-        register_warehouse_store(&ctx, w).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    }
-    Ok(ctx.state())
+    ctx.state()
 }
 
 /// Run a Ballista scheduler on `bind` until the process ends. Executors register with it; clients
@@ -279,7 +267,7 @@ pub async fn serve_scheduler(bind: SocketAddr) -> Result<()> {
         bind_port: bind.port(),
         external_host: bind.ip().to_string(),
         scheduling_policy: TaskSchedulingPolicy::PullStaged,
-        override_session_builder: Some(Arc::new(|c: SessionConfig| member_state(c, None))),
+        override_session_builder: Some(Arc::new(|c: SessionConfig| Ok::<_, DataFusionError>(member_state(c)))),
         override_config_producer: Some(Arc::new(SessionConfig::new_with_ballista)),
         ..SchedulerConfig::default()
     };
@@ -305,7 +293,7 @@ pub struct ExecutorOptions {
 /// Run a Ballista executor that pulls tasks from `opts.scheduler` until the process ends, reading
 /// the warehouse's files through `warehouse`'s store.
 pub async fn serve_executor(warehouse: Warehouse, opts: ExecutorOptions) -> Result<()> {
-    let functions = BallistaFunctionRegistry::from(&member_state(SessionConfig::new_with_ballista(), None)?);
+    let functions = BallistaFunctionRegistry::from(&member_state(SessionConfig::new_with_ballista()));
     let work_dir = match &opts.work_dir {
         Some(d) => d.clone(),
         None => tempfile_dir()?,
@@ -342,6 +330,11 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("tributary-executor-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// A table feature the cluster path cannot honour (the table itself is fine for the local engine).
+fn unsupported(table: &str, why: &str) -> Error {
+    Error::delta(table, deltalake::DeltaTableError::Generic(format!("not supported on a cluster: the table {why}")))
 }
 
 fn cluster_err(e: ballista_core::error::BallistaError) -> Error {

@@ -55,11 +55,7 @@ pub async fn open_for(
         }
     }
     if engine.needs_snapshots() {
-        for (id, version) in &versions {
-            if let Some(table) = tables.open_version(id, Some(*version)).await? {
-                cluster::register_snapshot(&ctx, tables.warehouse(), id, &table).await?;
-            }
-        }
+        cluster::register_snapshots(&ctx, tables, &versions).await?;
     } else {
         tables.register_all(&ctx, &versions).await?;
     }
