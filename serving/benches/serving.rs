@@ -273,6 +273,11 @@ async fn main() {
         a.max_batch
     );
 
+    // Warm-up, not reported: the first run of a process pays for first-touch allocations and cold
+    // caches, which would otherwise all land on whichever run goes first (the base model's).
+    let warm = workload(Some(16.min(n_max)), 1.0, 128.min(a.requests), a.rate, vocab, eot, 3);
+    run(&base, &loader, &warm, &keys, Batching::Heterogeneous, a.max_batch).await;
+
     println!("\n| run | req/s | tokens/s | TTFT p50 ms | TTFT p90 ms | batch |");
     println!("|---|---:|---:|---:|---:|---:|");
     let r = a.requests;

@@ -74,12 +74,14 @@ impl ActiveSet {
         self.rank = rank;
     }
 
-    fn stack(&mut self, site: Site) -> &mut Stack {
-        let (slots, rank, device) = (self.slots, self.rank, self.device.clone());
+    /// Take `site`'s stacks out of the set (all zeros if it has none yet). Owned, a stack is
+    /// written in place by `slice_assign`/`slice_fill`; updating it through a `clone()` would make
+    /// the backend copy the whole stack (every slot) for a one-slot write, on every adapter load.
+    fn take_stack(&mut self, site: Site) -> Stack {
         let (din, dout) = self.dims[&site.1];
-        self.stacks.entry(site).or_insert_with(|| Stack {
-            a: Tensor::zeros([slots, din, rank], &device),
-            b: Tensor::zeros([slots, rank, dout], &device),
+        self.stacks.remove(&site).unwrap_or_else(|| Stack {
+            a: Tensor::zeros([self.slots, din, self.rank], &self.device),
+            b: Tensor::zeros([self.slots, self.rank, dout], &self.device),
         })
     }
 
@@ -102,9 +104,12 @@ impl ActiveSet {
             let (din, dout) = self.dims[&site.1];
             let a = pad_cols(a.clone().to_device(&device), rank).reshape([1, din, rank]);
             let b = pad_rows(b.clone().to_device(&device).mul_scalar(scale), rank).reshape([1, rank, dout]);
-            let s = self.stack(site);
-            s.a = s.a.clone().slice_assign([slot..slot + 1, 0..din, 0..rank], a);
-            s.b = s.b.clone().slice_assign([slot..slot + 1, 0..rank, 0..dout], b);
+            let s = self.take_stack(site);
+            let s = Stack {
+                a: s.a.slice_assign([slot..slot + 1, 0..din, 0..rank], a),
+                b: s.b.slice_assign([slot..slot + 1, 0..rank, 0..dout], b),
+            };
+            self.stacks.insert(site, s);
         }
         self.slot_sites[slot] = new_sites;
     }
@@ -112,9 +117,12 @@ impl ActiveSet {
     fn zero(&mut self, slot: usize, site: Site) {
         let (din, dout) = self.dims[&site.1];
         let rank = self.rank;
-        if let Some(s) = self.stacks.get_mut(&site) {
-            s.a = s.a.clone().slice_fill([slot..slot + 1, 0..din, 0..rank], 0.0);
-            s.b = s.b.clone().slice_fill([slot..slot + 1, 0..rank, 0..dout], 0.0);
+        if let Some(s) = self.stacks.remove(&site) {
+            let s = Stack {
+                a: s.a.slice_fill([slot..slot + 1, 0..din, 0..rank], 0.0),
+                b: s.b.slice_fill([slot..slot + 1, 0..rank, 0..dout], 0.0),
+            };
+            self.stacks.insert(site, s);
         }
     }
 

@@ -210,7 +210,9 @@ impl Queues {
     /// Take the requests matching `pred`, in queue order per target.
     pub fn take_where(&mut self, pred: impl Fn(&Entry) -> bool) -> Vec<Entry> {
         let mut out = Vec::new();
-        for q in self.by_target.values_mut() {
+        // Called every engine step over a queue that can be thousands deep: only a queue holding a
+        // match is rebuilt, the others are only read.
+        for q in self.by_target.values_mut().filter(|q| q.iter().any(&pred)) {
             let (take, keep): (VecDeque<Entry>, VecDeque<Entry>) = q.drain(..).partition(|e| pred(e));
             *q = keep;
             out.extend(take);

@@ -303,19 +303,15 @@ impl LlamaModel {
                 None => (k, v),
             };
             let s = k.dims()[2];
-            let (k, v) = if groups > 1 {
-                (
-                    k.unsqueeze_dim::<5>(2).repeat_dim(2, groups).reshape([b, h, s, hd]),
-                    v.unsqueeze_dim::<5>(2).repeat_dim(2, groups).reshape([b, h, s, hd]),
-                )
-            } else {
-                (k, v)
-            };
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+            // Grouped-query attention without copying K/V once per query head: query head
+            // `g·groups + j` reads KV head `g`, so the queries are regrouped as
+            // `[b, kvh, groups·t, hd]` against K/V `[b, kvh, s, hd]` (the cache is read in place).
+            let q = q.reshape([b, kvh, groups * t, hd]);
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale).reshape([b, kvh, groups, t, s]);
             let [mb, _, mt, ms] = mask.dims();
-            let m = if mb == b { mask.clone() } else { mask.clone().expand([b, 1, mt, ms]) };
-            let scores = scores.mask_fill(m.expand([b, h, t, s]), -1.0e9);
-            let ctx = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]);
+            let m = mask.clone().reshape([mb, 1, 1, mt, ms]).expand([b, kvh, groups, t, s]);
+            let probs = softmax(scores.mask_fill(m, -1.0e9), 4).reshape([b, kvh, groups * t, s]);
+            let ctx = probs.matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
             let o = lora_add(a.o_proj.forward(ctx.clone()), lora, li, LoraTarget::O, &ctx);
             x = x + o;
 
