@@ -2,8 +2,9 @@
 //!
 //! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then, in three alternating
 //! rounds of the same run (medians compared):
-//!   1. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log),
-//!   2. the baseline: DataFusion reading the same files and writing one Delta table.
+//!   1. the baseline: DataFusion reading the same files and writing one Delta table,
+//!   2. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log) into a fresh
+//!      warehouse whose inbox holds the same files as hard links.
 //! Prints rows/s of both and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
 //! (`BENCH_FILES` / `BENCH_ROWS` override the size).
 
