@@ -175,7 +175,7 @@ pub struct KbSpec {
 
 impl Default for KbSpec {
     fn default() -> Self {
-        KbSpec { seed: 11, regions: 16, train_rows: 240, val_per_region: 2, contributors: 30, corrupt_frac: 0.2 }
+        KbSpec { seed: 11, regions: 16, train_rows: 240, val_per_region: 4, contributors: 30, corrupt_frac: 0.2 }
     }
 }
 
@@ -193,8 +193,9 @@ pub struct KbDatanet {
 
 impl KbSpec {
     /// Generate the datanet. Contributors specialise: each has three home regions that most of
-    /// their rows are about. A quarter of the contributors are careless, and the falsified rows are
-    /// drawn mostly from theirs.
+    /// their rows are about. A fifth of the contributors are careless, and the falsified rows are
+    /// drawn mostly from theirs (weight 30:1, so at 20% falsified nearly all of a careless
+    /// contributor's rows are wrong and a few careful contributors' rows are too).
     pub fn generate(&self) -> KbDatanet {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut regions: Vec<Region> = Vec::with_capacity(self.regions);
@@ -218,12 +219,12 @@ impl KbSpec {
             let (prompt, completion) = q.ask(&regions[region]);
             train.push(KbRow { region, prompt, completion, contributor, corrupted: false });
         }
-        // Falsify exactly round(frac · n) rows, weighting careless contributors' rows 8:1.
-        let careless: Vec<bool> = (0..self.contributors).map(|c| c % 4 == 0).collect();
+        // Falsify exactly round(frac · n) rows, weighting careless contributors' rows 30:1.
+        let careless: Vec<bool> = (0..self.contributors).map(|c| c % 5 == 0).collect();
         let want = (self.corrupt_frac * self.train_rows as f64).round() as usize;
         let mut order: Vec<(f64, usize)> = (0..train.len())
             .map(|i| {
-                let w = if careless[train[i].contributor] { 8.0 } else { 1.0 };
+                let w = if careless[train[i].contributor] { 30.0 } else { 1.0 };
                 // Weighted sampling without replacement (Efraimidis–Spirakis keys).
                 (rng.random::<f64>().powf(1.0 / w), i)
             })

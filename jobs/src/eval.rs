@@ -55,6 +55,8 @@ pub struct EvalConfig {
     pub threads: usize,
     /// Damping of `exact-block` and `datainf` (`None` = each method's default).
     pub damping: Option<f64>,
+    /// `exact-block` with the empirical Fisher ([`AttributionConfig::empirical_fisher`]).
+    pub empirical_fisher: bool,
 }
 
 impl Default for EvalConfig {
@@ -67,6 +69,7 @@ impl Default for EvalConfig {
             corrupt_frac: 0.2,
             threads: 2,
             damping: None,
+            empirical_fisher: false,
         }
     }
 }
@@ -315,7 +318,7 @@ fn scenario(
             &val,
             pad,
             cfg.train.batch_size,
-            &AttributionConfig { damping: cfg.damping, ..AttributionConfig::new(m) },
+            &AttributionConfig { damping: cfg.damping, empirical_fisher: cfg.empirical_fisher, ..AttributionConfig::new(m) },
             &mut NoCache,
         )?;
         method_scores.push((m, s, t.elapsed().as_secs_f64()));

@@ -69,11 +69,11 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             lora: LoraConfig::default(),
-            epochs: 4,
-            batch_size: 16,
+            epochs: 8,
+            batch_size: 8,
             lr: 1e-2,
             warmup_frac: 0.1,
-            min_lr_frac: 0.1,
+            min_lr_frac: 0.0,
             weight_decay: 0.0,
             grad_clip: 1.0,
             seed: 17,

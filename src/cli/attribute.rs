@@ -28,6 +28,10 @@ pub struct AttributeArgs {
     /// Damping relative to the mean curvature (default: the method's).
     #[arg(long)]
     pub damping: Option<f64>,
+    /// exact-block: curvature from the observed labels' gradients (empirical Fisher) instead of
+    /// model-sampled targets; saves one gradient pass over the training rows.
+    #[arg(long)]
+    pub empirical_fisher: bool,
     /// Recompute even if results for this adapter and method version exist.
     #[arg(long)]
     pub force: bool,
@@ -57,7 +61,7 @@ pub async fn run(app: &App, args: AttributeArgs) -> anyhow::Result<ExitCode> {
             b.set_position(done as u64);
         }
     });
-    let attribution = AttributionConfig { damping: args.damping, ..AttributionConfig::new(method) };
+    let attribution = AttributionConfig { damping: args.damping, empirical_fisher: args.empirical_fisher, ..AttributionConfig::new(method) };
     let result = AttributeJob::new(app.config.clone(), app.tables()?, &args.datanet)
         .with_epoch(args.epoch)
         .with_adapter_version(args.adapter.clone())

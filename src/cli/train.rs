@@ -32,13 +32,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
     /// Target modules, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
-    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj")]
+    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
     pub targets: String,
     /// Passes over the training rows.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub epochs: usize,
     /// Rows per step.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-2)]

@@ -182,7 +182,7 @@ pub struct LoraConfig {
 
 impl Default for LoraConfig {
     fn default() -> Self {
-        LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets: LoraTarget::ATTENTION.to_vec() }
+        LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets: LoraTarget::ALL.to_vec() }
     }
 }
 

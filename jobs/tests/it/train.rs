@@ -30,9 +30,9 @@ async fn training_lowers_validation_loss_and_writes_a_peft_adapter() {
     assert_eq!(s.epoch, 3);
     assert_eq!(s.rows, kb.train.len());
     assert_eq!(s.metrics.epochs.len(), 3);
-    // Three short epochs (27 steps) take this datanet from 0.70 to 0.56; training longer keeps
-    // going (0.50 after 6 epochs, 0.43 after 12), so the bound asks for a clear relative drop
-    // and for every epoch to improve on the one before, not for full convergence.
+    // Three short epochs take this datanet well down and training longer keeps going, so the
+    // bound asks for a clear relative drop and for every epoch to improve on the one before, not
+    // for full convergence.
     let vals: Vec<f64> = s.metrics.epochs.iter().map(|e| e.val_loss).collect();
     assert!(
         s.metrics.final_val_loss < 0.85 * s.metrics.base_val_loss,
@@ -55,7 +55,10 @@ async fn training_lowers_validation_loss_and_writes_a_peft_adapter() {
         serde_json::from_slice(&dir.get(files::PEFT_CONFIG).await.expect("get").expect("adapter_config.json")).expect("json");
     assert_eq!(peft["peft_type"], "LORA");
     assert_eq!(peft["r"], 4);
-    assert_eq!(peft["target_modules"], serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj"]));
+    assert_eq!(
+        peft["target_modules"],
+        serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&dir.get(files::RECORD).await.expect("get").expect("adapter.json")).expect("json");
     for key in ["base_model", "rank", "alpha", "target_modules", "training_set", "metrics"] {
