@@ -49,9 +49,9 @@ pub enum LoraTarget {
 }
 
 impl LoraTarget {
-    /// The four attention projections (the default targets).
+    /// The four attention projections.
     pub const ATTENTION: [LoraTarget; 4] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O];
-    /// Every projection.
+    /// Every projection (the default targets).
     pub const ALL: [LoraTarget; 7] =
         [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Gate, LoraTarget::Up, LoraTarget::Down];
 
