@@ -23,32 +23,38 @@ pub struct TrainArgs {
     #[arg(long)]
     pub base_model: Option<String>,
     /// LoRA rank.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = TrainConfig::default().lora.rank)]
     pub rank: usize,
     /// LoRA alpha (the update is scaled by alpha / rank).
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = TrainConfig::default().lora.alpha)]
     pub alpha: f64,
     /// LoRA dropout.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = TrainConfig::default().lora.dropout)]
     pub dropout: f64,
     /// Target modules, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
-    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    #[arg(long, default_value_t = default_targets())]
     pub targets: String,
     /// Passes over the training rows.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     /// Rows per step.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     pub batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub lr: f64,
     /// Seed (initialization, batch order, dropout).
-    #[arg(long, default_value_t = 17)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// Compute device: cpu, or cuda[:N] when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+/// `TrainConfig`'s default targets as the flag's comma-separated list (the flags' defaults are read
+/// from `TrainConfig::default()`, so the CLI and the library cannot drift apart).
+fn default_targets() -> String {
+    TrainConfig::default().lora.targets.iter().map(|t| t.module_name()).collect::<Vec<_>>().join(",")
 }
 
 impl TrainArgs {

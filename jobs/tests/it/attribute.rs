@@ -66,6 +66,33 @@ fn falsified_rows_rank_in_the_lowest_influence_decile() {
             assert!(mean(true) < mean(false), "falsified rows should help less than clean ones: {} vs {}", mean(true), mean(false));
         }
     }
+
+    // `--empirical-fisher`: the curvature from the observed gradients changes the scores, and the
+    // ranking still puts falsified rows in the lowest decile far more often than chance.
+    let run = |empirical_fisher: bool| {
+        attribute::attribute(
+            &base.model,
+            &out.adapter,
+            &out.tracin,
+            &train,
+            &val,
+            base.tokenizer.eot(),
+            cfg.batch_size,
+            &AttributionConfig { empirical_fisher, ..AttributionConfig::new(Method::ExactBlock) },
+            &mut NoCache,
+        )
+        .expect("attribute")
+    };
+    let (sampled, empirical) = (run(false), run(true));
+    assert!(empirical.pair.iter().chain(&empirical.self_influence).all(|x| x.is_finite()));
+    assert_ne!(sampled.pair, empirical.pair, "the empirical Fisher must change the curvature");
+    let inf = empirical.row_influence();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| inf[a].total_cmp(&inf[b]));
+    let hit = order[..n / 10].iter().filter(|&&i| corrupted[i]).count() as f64 / (n / 10) as f64;
+    let chance = planted as f64 / n as f64;
+    eprintln!("exact-block, empirical Fisher: {:.0}% of the lowest-influence decile is falsified", hit * 100.0);
+    assert!(hit >= 2.5 * chance, "empirical Fisher: lowest decile {hit:.2} falsified vs chance {chance:.2}");
 }
 
 async fn attribution_fixture() -> (tributary_pipeline::Warehouse, tributary_pipeline::Tables, Arc<tributary_pipeline::Config>) {
