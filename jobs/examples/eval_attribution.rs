@@ -40,7 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(d) = std::env::var("TRIBUTARY_EVAL_DAMPING") {
         cfg.damping = Some(d.parse()?);
     }
-    cfg.empirical_fisher = std::env::var("TRIBUTARY_EVAL_EMPIRICAL_FISHER").is_ok();
+    if let Ok(c) = std::env::var("TRIBUTARY_EVAL_CURVATURE") {
+        cfg.curvature = c.parse()?;
+    }
     if let Ok(t) = std::env::var("TRIBUTARY_EVAL_THREADS") {
         cfg.threads = t.parse()?;
     }

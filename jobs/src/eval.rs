@@ -30,7 +30,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::attribute::{self, AttributionConfig, Method, NoCache, Scores};
+use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scores};
 use crate::batch::losses;
 use crate::corpus::{KbDatanet, KbSpec};
 use crate::error::{Error, Result};
@@ -55,8 +55,8 @@ pub struct EvalConfig {
     pub threads: usize,
     /// Damping of `exact-block` and `datainf` (`None` = each method's default).
     pub damping: Option<f64>,
-    /// `exact-block` with the empirical Fisher ([`AttributionConfig::empirical_fisher`]).
-    pub empirical_fisher: bool,
+    /// Where `exact-block` takes its curvature from.
+    pub curvature: Curvature,
 }
 
 impl Default for EvalConfig {
@@ -69,7 +69,7 @@ impl Default for EvalConfig {
             corrupt_frac: 0.2,
             threads: 2,
             damping: None,
-            empirical_fisher: false,
+            curvature: Curvature::default(),
         }
     }
 }
@@ -318,7 +318,7 @@ fn scenario(
             &val,
             pad,
             cfg.train.batch_size,
-            &AttributionConfig { damping: cfg.damping, empirical_fisher: cfg.empirical_fisher, ..AttributionConfig::new(m) },
+            &AttributionConfig { damping: cfg.damping, curvature: cfg.curvature, ..AttributionConfig::new(m) },
             &mut NoCache,
         )?;
         method_scores.push((m, s, t.elapsed().as_secs_f64()));
@@ -483,7 +483,8 @@ impl EvalReport {
         ));
         out.push_str(&format!(
             "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
-             validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings; {:.0}s in all.\n",
+             validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings; {:.0}s in all; \
+             exact-block's curvature: {}.\n",
             c.train_rows,
             c.corrupted_rows,
             c.val_rows,
@@ -495,7 +496,8 @@ impl EvalReport {
             c.epoch_seconds,
             c.retrainings,
             k.retrainings,
-            self.seconds
+            self.seconds,
+            self.config.curvature
         ));
         out
     }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tributary_jobs::attribute::{AttributeEvent, AttributeJob, AttributeSummary, AttributionConfig, Method};
+use tributary_jobs::attribute::{AttributeEvent, AttributeJob, AttributeSummary, AttributionConfig, Curvature, Method};
 use tributary_jobs::compute::Compute;
 use tributary_jobs::train::{TrainConfig, TrainJob};
 
@@ -28,10 +28,11 @@ pub struct AttributeArgs {
     /// Damping relative to the mean curvature (default: the method's).
     #[arg(long)]
     pub damping: Option<f64>,
-    /// exact-block: curvature from the observed labels' gradients (empirical Fisher) instead of
-    /// model-sampled targets; saves one gradient pass over the training rows.
-    #[arg(long)]
-    pub empirical_fisher: bool,
+    /// exact-block: where the curvature comes from — val-sampled (Gauss-Newton matrix on the
+    /// validation rows, the default), val-observed (their empirical Fisher), train-sampled or
+    /// train-observed (the same on the training rows; train-sampled costs about twice as much).
+    #[arg(long, default_value = "val-sampled")]
+    pub curvature: String,
     /// Recompute even if results for this adapter and method version exist.
     #[arg(long)]
     pub force: bool,
@@ -61,7 +62,8 @@ pub async fn run(app: &App, args: AttributeArgs) -> anyhow::Result<ExitCode> {
             b.set_position(done as u64);
         }
     });
-    let attribution = AttributionConfig { damping: args.damping, empirical_fisher: args.empirical_fisher, ..AttributionConfig::new(method) };
+    let curvature: Curvature = args.curvature.parse()?;
+    let attribution = AttributionConfig { damping: args.damping, curvature, ..AttributionConfig::new(method) };
     let result = AttributeJob::new(app.config.clone(), app.tables()?, &args.datanet)
         .with_epoch(args.epoch)
         .with_adapter_version(args.adapter.clone())

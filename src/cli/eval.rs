@@ -36,6 +36,9 @@ struct AttributionArgs {
     /// Methods, comma-separated.
     #[arg(long, default_value = "exact-block,datainf,tracin,graddot")]
     methods: String,
+    /// exact-block's curvature: val-sampled, val-observed, train-sampled or train-observed.
+    #[arg(long, default_value = "val-sampled")]
+    curvature: String,
     /// Base model under models/ (built with the default spec if missing).
     #[arg(long)]
     base_model: Option<String>,
@@ -59,7 +62,8 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let base = BaseModel::load(&warehouse, &name, &device).await?;
     let methods = a.methods.split(',').map(|m| m.trim().parse::<Method>()).collect::<Result<Vec<_>, _>>()?;
-    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods, ..EvalConfig::default() };
+    let curvature = a.curvature.parse()?;
+    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods, curvature, ..EvalConfig::default() };
     cfg.kb.seed = a.seed;
 
     let bar = ProgressBar::new(0);

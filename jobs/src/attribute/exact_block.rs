@@ -1,11 +1,12 @@
 //! `exact-block`: the exact inverse of each block of the damped Gauss–Newton matrix.
 //!
 //! For block `l` (one adapted projection), `F: [n, p]` holds per-example gradients of the loss
-//! with targets *sampled from the model* (so `FᵀF/n` estimates the Gauss–Newton matrix — the true
-//! Fisher — rather than the empirical Fisher of the observed labels, which mislabeled rows would
-//! dominate and, once inverted, hide), `λ = damping · tr(FᵀF/n) / p`, `H = FᵀF/n + λI`, and
+//! with targets *sampled from the model*, by default on the validation rows (so `FᵀF/n`
+//! estimates the Gauss–Newton matrix — the true Fisher — on held-out inputs, rather than the
+//! empirical Fisher of the observed labels, which mislabeled rows would dominate and, once
+//! inverted, hide; see [`super::Curvature`]), `λ = damping · tr(FᵀF/n) / p`, `H = FᵀF/n + λI`, and
 //! `τ(i, v) = Σ_l g_vᵀ H⁻¹ g_i`, `self_i = Σ_l g_iᵀ H⁻¹ g_i` with the observed-label gradients
-//! `g`. Passing the observed gradients as `F` gives the damped empirical Fisher instead.
+//! `g`. Passing observed gradients as `F` gives the damped empirical Fisher instead.
 //!
 //! Each block is solved exactly, in whichever form is smaller:
 //!
@@ -24,9 +25,10 @@ use super::grads::GradBlocks;
 use super::linalg::Square;
 use crate::error::Result;
 
-/// Version tag recorded with results (`/2`: curvature from model-sampled targets, i.e. the
-/// Gauss–Newton matrix; `/1` used the empirical Fisher of the observed labels).
-pub const VERSION: &str = "exact-block/2";
+/// Version tag recorded with results (`/3`: the Gauss–Newton matrix estimated on the validation
+/// rows by default; `/2` estimated it on the training rows; `/1` used the empirical Fisher of the
+/// observed labels). A non-default curvature is appended to the method version.
+pub const VERSION: &str = "exact-block/3";
 
 /// Scores of `train` rows on `val` rows, with the curvature estimated from `fisher`.
 pub fn scores(train: &GradBlocks, fisher: &GradBlocks, val: &GradBlocks, damping: f64) -> Result<Scores> {

@@ -1,24 +1,31 @@
-//! Per-example gradients of the LoRA parameters, one backward pass per chunk of rows.
+//! Per-example gradients of the LoRA parameters, one forward and one backward pass per chunk of rows.
 //!
-//! The trick: give every row of the chunk its own copy of each adapter factor, as a
-//! `[rows, in, r]` / `[rows, r, out]` gradient leaf, and run the model with the per-row
-//! ([`LoraWeights::PerRow`]) hook on the *sum* of the rows' losses. Rows do not interact, so the
-//! gradient of row `n`'s copy is exactly the gradient of row `n`'s own loss. Backpropagation
-//! computes it as the low-rank outer products LoRA gradients are — `∂B_n = s·(X_n A)ᵀ Δ_n`,
-//! `∂A_n = s·X_nᵀ (Δ_n Bᵀ)` — so nothing of size `in × out` is ever formed, and the cost is one
-//! ordinary forward and backward pass over the chunk.
+//! LoRA gradients are low-rank outer products: for a projection with update `y = s·(x·A)·B`,
+//! row `n`'s gradients are `∂B_n = s·H_nᵀ ΔY_n` and `∂A_n = X_nᵀ ΔH_n`, where `X_n` (the
+//! projection's input), `H_n = X_n A` and `ΔY_n`, `ΔH_n` (the loss's gradients at the update and
+//! at `H`) are `[tokens, ·]` matrices of that row alone. So the chunk runs through the model with
+//! the adapter *shared* — ordinary 2-D products, as in training — while a hook ([`Probes`]) keeps
+//! `X` and `H` of every adapted projection and adds two zero-valued gradient leaves ("probes"), one
+//! to `H` and one to the update. One backward pass of the *sum* of the rows' losses fills the
+//! probes with `ΔH` and `ΔY` for every token; rows do not interact, so the slice of row `n` is
+//! exactly the gradient of row `n`'s own loss. The per-row products `X_nᵀ ΔH_n` and `H_nᵀ ΔY_n`
+//! are then one batched product each. Nothing of size `in × out` is formed, and — unlike giving
+//! every row its own copy of the factors as gradient leaves — the forward and backward passes do
+//! no per-row work at all.
 //!
 //! The gradients are grouped in blocks, one per adapted projection (layer × module), each row of a
 //! block being the flattened `(∂A, ∂B)` of one example: `[rows, r·(in + out)]`. The blocks are
 //! what `exact-block` inverts one at a time.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
 
 use crate::batch::{Batch, Targets, per_example_loss_with};
 use crate::error::{Error, Result};
-use crate::model::{Adapter, LlamaModel, LoraSet, LoraTarget, LoraWeights};
+use crate::model::llama::matmul_2d;
+use crate::model::{Adapter, LlamaModel, LoraHook, LoraTarget};
 use crate::tokenizer::Encoded;
 
 /// Per-example gradients, one `[rows, p_block]` matrix per adapted projection.
@@ -78,29 +85,130 @@ pub fn chunk_grads_with(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded],
     let device = model.device();
     let n = rows.len();
     let scale = adapter.config.scale();
-    let mut leaves: BTreeMap<(usize, LoraTarget), (Tensor<3>, Tensor<3>)> = BTreeMap::new();
-    let mut set = LoraSet::default();
-    for (&key, (a, b)) in &adapter.weights {
-        let ar = a.clone().inner().unsqueeze::<3>().repeat_dim(0, n).autodiff().require_grad();
-        let br = b.clone().inner().unsqueeze::<3>().repeat_dim(0, n).autodiff().require_grad();
-        let s = Tensor::<3>::full([n, 1, 1], scale, &device);
-        set.weights.insert(key, LoraWeights::PerRow { a: ar.clone(), b: br.clone(), scale: s });
-        leaves.insert(key, (ar, br));
-    }
+    let probes = Probes { adapter, scale, taps: RefCell::new(BTreeMap::new()) };
     let refs: Vec<&Encoded> = rows.iter().collect();
     let batch = Batch::new(&refs, pad, &device);
-    let loss = per_example_loss_with(model, &batch, Some(&set), targets)?.sum();
+    let loss = per_example_loss_with(model, &batch, Some(&probes), targets)?.sum();
     let grads = loss.backward();
-    let mut keys = Vec::with_capacity(leaves.len());
-    let mut blocks = Vec::with_capacity(leaves.len());
-    for (key, (ar, br)) in leaves {
-        let [_, din, r] = ar.dims();
-        let [_, _, dout] = br.dims();
-        let missing = || Error::Internal(format!("no gradient for LoRA factor {key:?}"));
-        let ga = ar.grad(&grads).ok_or_else(missing)?.inner().reshape([n, din * r]);
-        let gb = br.grad(&grads).ok_or_else(missing)?.inner().reshape([n, r * dout]);
+    let taps = probes.taps.into_inner();
+    let mut keys = Vec::with_capacity(taps.len());
+    let mut blocks = Vec::with_capacity(taps.len());
+    for (key, tap) in taps {
+        let missing = || Error::Internal(format!("no gradient reached the LoRA probes of {key:?}"));
+        let dh = tap.dh.grad(&grads).ok_or_else(missing)?;
+        let dy = tap.dy.grad(&grads).ok_or_else(missing)?;
+        let [_, _, din] = tap.x.dims();
+        let [_, _, r] = tap.h.dims();
+        let [_, _, dout] = dy.dims();
+        // ∂A_n = X_nᵀ ΔH_n: [n, in, r];  ∂B_n = s·H_nᵀ ΔY_n: [n, r, out].
+        let ga = tap.x.swap_dims(1, 2).matmul(dh).reshape([n, din * r]);
+        let gb = tap.h.swap_dims(1, 2).matmul(dy).mul_scalar(scale).reshape([n, r * dout]);
         keys.push(key);
         blocks.push(Tensor::cat(vec![ga, gb], 1));
     }
+    if keys.len() != adapter.weights.len() {
+        return Err(Error::Internal(format!("the model reached {} of the adapter's {} projections", keys.len(), adapter.weights.len())));
+    }
     Ok(GradBlocks { keys, blocks })
+}
+
+/// What [`Probes`] keeps of one adapted projection.
+struct Tap {
+    /// The projection's input `X`, `[rows, tokens, in]` (no autodiff).
+    x: Tensor<3>,
+    /// `H = X·A`, `[rows, tokens, r]` (no autodiff).
+    h: Tensor<3>,
+    /// Zero leaf added to `H`; its gradient is `ΔH`.
+    dh: Tensor<3>,
+    /// Zero leaf added to the update; its gradient is `ΔY`.
+    dy: Tensor<3>,
+}
+
+/// The hook of [`chunk_grads_with`]: applies `adapter` to every row, keeping each projection's
+/// `X` and `H` and adding the zero probes whose gradients are `ΔH` and `ΔY`.
+struct Probes<'a> {
+    adapter: &'a Adapter,
+    scale: f64,
+    taps: RefCell<BTreeMap<(usize, LoraTarget), Tap>>,
+}
+
+impl LoraHook for Probes<'_> {
+    fn delta(&self, layer: usize, target: LoraTarget, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let (a, b) = self.adapter.weights.get(&(layer, target))?;
+        let device = x.device();
+        let h = matmul_2d(x.clone(), a);
+        let dh = Tensor::<3>::zeros(h.dims(), &device).autodiff().require_grad();
+        let y = matmul_2d(h.clone() + dh.clone(), b).mul_scalar(self.scale);
+        let dy = Tensor::<3>::zeros(y.dims(), &device).autodiff().require_grad();
+        let tap = Tap { x: x.clone().inner(), h: h.inner(), dh, dy: dy.clone() };
+        self.taps.borrow_mut().insert((layer, target), tap);
+        Some(y + dy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, TensorData};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::attribute::linalg::to_vec;
+    use crate::base_model::{Preset, init_model};
+    use crate::batch::per_example_loss;
+    use crate::model::LoraConfig;
+
+    /// Rows of different lengths (so the chunk is padded), loss on the second half of each.
+    fn rows(rng: &mut StdRng, n: usize, vocab: u32) -> Vec<Encoded> {
+        (0..n)
+            .map(|i| {
+                let len = 6 + (i * 5) % 9;
+                let tokens: Vec<u32> = (0..len).map(|_| rng.random_range(1..vocab)).collect();
+                let loss_mask = (0..len).map(|j| j >= len / 2).collect();
+                Encoded { tokens, loss_mask }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn probe_gradients_equal_each_rows_own_backward_pass() {
+        let device = Device::flex();
+        let config = Preset::Tiny.config(97, 0);
+        let model = init_model(&config, 5, &device);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut adapter = Adapter::init(&model, &LoraConfig::default(), 1).expect("adapter");
+        // A non-zero B, so that the gradients of A are not all zero.
+        for (_, b) in adapter.weights.values_mut() {
+            let [r, o] = b.dims();
+            let v: Vec<f32> = (0..r * o).map(|_| rng.random_range(-0.3f32..0.3)).collect();
+            *b = Tensor::from_data(TensorData::new(v, [r, o]), &device);
+        }
+        let rows = rows(&mut rng, 5, 97);
+        let chunked = chunk_grads(&model, &adapter, &rows, 0).expect("probe gradients");
+        assert_eq!(chunked.keys.len(), adapter.weights.len());
+
+        for (i, row) in rows.iter().enumerate() {
+            // The reference: this row alone, the factors themselves as gradient leaves (as training does).
+            let mut leafy = adapter.clone();
+            for (a, b) in leafy.weights.values_mut() {
+                *a = a.clone().autodiff().require_grad();
+                *b = b.clone().autodiff().require_grad();
+            }
+            let batch = Batch::new(&[row], 0, &device);
+            let grads = per_example_loss(&model, &batch, Some(&leafy.hook())).sum().backward();
+            for (k, key) in chunked.keys.iter().enumerate() {
+                let (a, b) = &leafy.weights[key];
+                let ga = to_vec(&a.grad(&grads).expect("grad A")).expect("A");
+                let gb = to_vec(&b.grad(&grads).expect("grad B")).expect("B");
+                let want: Vec<f32> = ga.into_iter().chain(gb).collect();
+                let width = chunked.blocks[k].dims()[1];
+                let got = to_vec(&chunked.blocks[k].clone().slice([i..i + 1, 0..width])).expect("row");
+                assert_eq!(got.len(), want.len());
+                let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max);
+                assert!(scale > 0.0, "row {i} {key:?}: an all-zero reference gradient tests nothing");
+                let worst = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-4 * scale.max(1e-3), "row {i} {key:?}: off by {worst} (scale {scale})");
+            }
+        }
+    }
 }

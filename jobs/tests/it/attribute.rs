@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::AsArray;
 use tributary_jobs::Error;
-use tributary_jobs::attribute::{self, AttributeEvent, AttributeJob, AttributionConfig, Method, NoCache};
+use tributary_jobs::attribute::{self, AttributeEvent, AttributeJob, AttributionConfig, Curvature, Method, NoCache};
 use tributary_jobs::corpus::KbSpec;
 use tributary_jobs::tokenizer::Encoded;
 use tributary_jobs::train::{Quiet, TrainConfig, TrainJob, train_adapter};
@@ -67,9 +67,9 @@ fn falsified_rows_rank_in_the_lowest_influence_decile() {
         }
     }
 
-    // `--empirical-fisher`: the curvature from the observed gradients changes the scores, and the
-    // ranking still puts falsified rows in the lowest decile far more often than chance.
-    let run = |empirical_fisher: bool| {
+    // The other curvatures (`--curvature`): each changes the scores, and the ranking still puts
+    // falsified rows in the lowest decile far more often than chance.
+    let run = |curvature: Curvature| {
         attribute::attribute(
             &base.model,
             &out.adapter,
@@ -78,21 +78,24 @@ fn falsified_rows_rank_in_the_lowest_influence_decile() {
             &val,
             base.tokenizer.eot(),
             cfg.batch_size,
-            &AttributionConfig { empirical_fisher, ..AttributionConfig::new(Method::ExactBlock) },
+            &AttributionConfig { curvature, ..AttributionConfig::new(Method::ExactBlock) },
             &mut NoCache,
         )
         .expect("attribute")
     };
-    let (sampled, empirical) = (run(false), run(true));
-    assert!(empirical.pair.iter().chain(&empirical.self_influence).all(|x| x.is_finite()));
-    assert_ne!(sampled.pair, empirical.pair, "the empirical Fisher must change the curvature");
-    let inf = empirical.row_influence();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| inf[a].total_cmp(&inf[b]));
-    let hit = order[..n / 10].iter().filter(|&&i| corrupted[i]).count() as f64 / (n / 10) as f64;
-    let chance = planted as f64 / n as f64;
-    eprintln!("exact-block, empirical Fisher: {:.0}% of the lowest-influence decile is falsified", hit * 100.0);
-    assert!(hit >= 2.5 * chance, "empirical Fisher: lowest decile {hit:.2} falsified vs chance {chance:.2}");
+    let default = run(Curvature::default());
+    for curvature in Curvature::ALL.into_iter().filter(|c| *c != Curvature::default()) {
+        let other = run(curvature);
+        assert!(other.pair.iter().chain(&other.self_influence).all(|x| x.is_finite()), "{curvature}: non-finite scores");
+        assert_ne!(default.pair, other.pair, "{curvature} must change the curvature");
+        let inf = other.row_influence();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| inf[a].total_cmp(&inf[b]));
+        let hit = order[..n / 10].iter().filter(|&&i| corrupted[i]).count() as f64 / (n / 10) as f64;
+        let chance = planted as f64 / n as f64;
+        eprintln!("exact-block, curvature {curvature}: {:.0}% of the lowest-influence decile is falsified", hit * 100.0);
+        assert!(hit >= 2.5 * chance, "{curvature}: lowest decile {hit:.2} falsified vs chance {chance:.2}");
+    }
 }
 
 async fn attribution_fixture() -> (tributary_pipeline::Warehouse, tributary_pipeline::Tables, Arc<tributary_pipeline::Config>) {
@@ -160,7 +163,7 @@ async fn attribute_job_writes_both_tables_and_resumes() {
         .expect("resume");
     assert!(s.chunks_resumed >= 2, "resumed {} chunks", s.chunks_resumed);
     assert_eq!(s.rows, 100);
-    assert_eq!(s.method_version, "exact-block/2 damping=0.1");
+    assert_eq!(s.method_version, "exact-block/3 damping=0.1");
     let total: f64 = s.contributors.iter().map(|c| c.share).sum();
     assert!((total - 1.0).abs() < 1e-9, "shares sum to {total}");
 
@@ -174,7 +177,7 @@ async fn attribute_job_writes_both_tables_and_resumes() {
     let b = &rows[0];
     assert_eq!(b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 100);
     assert_eq!(b.column(1).as_primitive::<arrow::datatypes::Int64Type>().value(0), 1);
-    assert_eq!(tributary_pipeline::tables::strings(b.column(4)).expect("strings").value(0), "exact-block/2 damping=0.1");
+    assert_eq!(tributary_pipeline::tables::strings(b.column(4)).expect("strings").value(0), "exact-block/3 damping=0.1");
     let resumed = influence_by_id(&tables, "exact-block").await;
     assert!(resumed.values().all(|(i, s)| i.is_finite() && s.is_finite() && *s >= 0.0));
 
