@@ -3,8 +3,9 @@
 //! A projection `y = x·W` becomes `y = x·W + s·(x·A)·B` with `A: [in, r]`, `B: [r, out]` and
 //! `s = alpha / r`. The low-rank path is always computed on its own, after the base matmul, and
 //! never merged into `W`: one base model serves any number of adapters, and a batch may carry a
-//! different adapter per row ([`LoraWeights::PerRow`], the gathered "BGMV" form, which attribution
-//! also uses to get one gradient per training example from a single backward pass).
+//! different adapter per row ([`LoraWeights::PerRow`], the gathered "BGMV" form). Other hooks build
+//! on the same call: serving's stacked multi-adapter hook, and attribution's probes, which read
+//! every row's gradient off one backward pass (`attribute::grads`).
 //!
 //! On disk an adapter uses PEFT's tensor names and orientation
 //! (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` is `[r, in]`,
