@@ -20,8 +20,8 @@ pub struct AttributeArgs {
     #[arg(long)]
     pub epoch: Option<i64>,
     /// Method: exact-block, datainf, tracin or graddot.
-    #[arg(long, default_value = "exact-block")]
-    pub method: String,
+    #[arg(long, default_value = "exact-block", value_parser = super::flag_value::<Method>)]
+    pub method: Method,
     /// A specific adapter version (default: the newest of the epoch).
     #[arg(long)]
     pub adapter: Option<String>,
@@ -31,21 +31,20 @@ pub struct AttributeArgs {
     /// exact-block: where the curvature comes from — val-sampled (Gauss-Newton matrix on the
     /// validation rows, the default), val-observed (their empirical Fisher), train-sampled or
     /// train-observed (the same on the training rows; train-sampled costs about twice as much).
-    #[arg(long, default_value = "val-sampled")]
-    pub curvature: String,
+    #[arg(long, default_value = "val-sampled", value_parser = super::flag_value::<Curvature>)]
+    pub curvature: Curvature,
     /// Recompute even if results for this adapter and method version exist.
     #[arg(long)]
     pub force: bool,
     /// Compute device: cpu, or cuda[:N] when built with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::flag_value::<Compute>)]
+    pub device: Compute,
 }
 
 pub async fn run(app: &App, args: AttributeArgs) -> anyhow::Result<ExitCode> {
     let catalog = app.catalog()?;
     let _lock = catalog.try_lock(&format!("attribute-{}", args.datanet))?;
-    let method: Method = args.method.parse()?;
-    let compute: Compute = args.device.parse()?;
+    let (method, compute) = (args.method, args.device);
     let run_id = catalog.start_run(
         "attribute",
         &serde_json::json!({"datanet": args.datanet, "epoch": args.epoch, "method": method.name()}),
@@ -62,8 +61,7 @@ pub async fn run(app: &App, args: AttributeArgs) -> anyhow::Result<ExitCode> {
             b.set_position(done as u64);
         }
     });
-    let curvature: Curvature = args.curvature.parse()?;
-    let attribution = AttributionConfig { damping: args.damping, curvature, ..AttributionConfig::new(method) };
+    let attribution = AttributionConfig { damping: args.damping, curvature: args.curvature, ..AttributionConfig::new(method) };
     let result = AttributeJob::new(app.config.clone(), app.tables()?, &args.datanet)
         .with_epoch(args.epoch)
         .with_adapter_version(args.adapter.clone())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tributary_jobs::attribute::Method;
+use tributary_jobs::attribute::{Curvature, Method};
 use tributary_jobs::base_model::BaseModelSpec;
 use tributary_jobs::compute::Compute;
 use tributary_jobs::eval::{self, EvalConfig, EvalProgress};
@@ -37,8 +37,8 @@ struct AttributionArgs {
     #[arg(long, default_value = "exact-block,datainf,tracin,graddot")]
     methods: String,
     /// exact-block's curvature: val-sampled, val-observed, train-sampled or train-observed.
-    #[arg(long, default_value = "val-sampled")]
-    curvature: String,
+    #[arg(long, default_value = "val-sampled", value_parser = super::flag_value::<Curvature>)]
+    curvature: Curvature,
     /// Base model under models/ (built with the default spec if missing).
     #[arg(long)]
     base_model: Option<String>,
@@ -62,8 +62,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let base = BaseModel::load(&warehouse, &name, &device).await?;
     let methods = a.methods.split(',').map(|m| m.trim().parse::<Method>()).collect::<Result<Vec<_>, _>>()?;
-    let curvature = a.curvature.parse()?;
-    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods, curvature, ..EvalConfig::default() };
+    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods, curvature: a.curvature, ..EvalConfig::default() };
     cfg.kb.seed = a.seed;
 
     let bar = ProgressBar::new(0);

@@ -25,6 +25,13 @@ fn init_writes_a_config_that_loads_and_refuses_to_overwrite() {
 fn usage_errors_exit_2_and_help_exists_everywhere() {
     let out = bin().arg("no-such-command").output().expect("run");
     assert_eq!(out.status.code(), Some(2));
+    // A bad value of an enumerated flag is a usage error too, naming the flag and the valid values.
+    for (flag, value, valid) in [("--method", "bogus", "graddot"), ("--curvature", "bogus", "val-sampled"), ("--device", "tpu", "cpu")] {
+        let out = bin().args(["attribute", "--datanet", "geo-qa", flag, value]).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && err.contains(valid), "{flag} {value}: {err}");
+    }
     for cmd in [vec!["--help"], vec!["ingest", "--help"], vec!["init", "--help"], vec!["demo", "--help"], vec!["tables", "--help"]] {
         let out = bin().args(&cmd).output().expect("run");
         assert!(out.status.success(), "{cmd:?}");
