@@ -1,7 +1,8 @@
 //! Attribution cost against its baselines, measured in the same run:
 //!
-//! 1. per-example gradients: one backward pass per chunk of rows (per-row LoRA leaves, the low-rank
-//!    outer products left to backprop) against the naive loop of one backward pass per row;
+//! 1. per-example gradients: one backward pass per chunk of rows (zero probes on each projection's
+//!    low-rank path, each row's outer products formed after the pass) against the naive loop of one
+//!    backward pass per row;
 //! 2. each method's full attribution time against one training epoch (the target: the
 //!    default method at most 2× an epoch).
 //!
