@@ -46,8 +46,8 @@ struct InitArgs {
     #[arg(long)]
     force: bool,
     /// Compute device: cpu, or cuda[:N] when built with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::flag_value::<Compute>)]
+    device: Compute,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +70,7 @@ pub async fn run(app: &App, args: BaseModelArgs) -> anyhow::Result<ExitCode> {
                 max_seconds: a.max_seconds,
                 ..BaseModelSpec::default()
             };
-            let compute: Compute = a.device.parse()?;
+            let compute = a.device;
             let summary = init(app, &spec, compute, a.force).await?;
             print_summary(&summary, app.format)?;
         }

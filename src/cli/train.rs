@@ -47,8 +47,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// Compute device: cpu, or cuda[:N] when built with the `cuda` feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = super::flag_value::<Compute>)]
+    pub device: Compute,
 }
 
 /// `TrainConfig`'s default targets as the flag's comma-separated list (the flags' defaults are read
@@ -102,7 +102,7 @@ pub fn progress_bar(label: &str) -> (ProgressBar, Arc<dyn Fn(TrainEvent) + Send 
 pub async fn run(app: &App, args: TrainArgs) -> anyhow::Result<ExitCode> {
     let catalog = app.catalog()?;
     let _lock = catalog.try_lock(&format!("train-{}", args.datanet))?;
-    let compute: Compute = args.device.parse()?;
+    let compute = args.device;
     let cfg = args.train_config()?;
     let run_id = catalog.start_run("train", &serde_json::json!({"datanet": args.datanet, "epoch": args.epoch}))?;
     let (bar, progress) = progress_bar(&args.datanet);

@@ -32,6 +32,12 @@ fn usage_errors_exit_2_and_help_exists_everywhere() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(flag) && err.contains(valid), "{flag} {value}: {err}");
     }
+    for cmd in [vec!["train", "--datanet", "geo-qa"], vec!["base-model", "init"]] {
+        let out = bin().args(&cmd).args(["--device", "tpu"]).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?} --device tpu: {err}");
+        assert!(err.contains("--device") && err.contains("cuda:N"), "{cmd:?}: {err}");
+    }
     for cmd in [vec!["--help"], vec!["ingest", "--help"], vec!["init", "--help"], vec!["demo", "--help"], vec!["tables", "--help"]] {
         let out = bin().args(&cmd).output().expect("run");
         assert!(out.status.success(), "{cmd:?}");
