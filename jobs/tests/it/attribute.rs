@@ -27,27 +27,24 @@ fn falsified_rows_rank_in_the_lowest_influence_decile() {
     let n = train.len();
     let corrupted: Vec<bool> = kb.train.iter().map(|r| r.corrupted).collect();
     let planted = corrupted.iter().filter(|c| **c).count();
-    for method in Method::ALL {
-        let scores = attribute::attribute(
-            &base.model,
-            &out.adapter,
-            &out.tracin,
-            &train,
-            &val,
-            base.tokenizer.eot(),
-            cfg.batch_size,
-            &AttributionConfig::new(method),
-            &mut NoCache,
-        )
-        .expect("attribute");
-        assert_eq!(scores.n_train, n);
-        assert!(scores.pair.iter().chain(&scores.self_influence).all(|x| x.is_finite()));
-        let inf = scores.row_influence();
+    let chance = planted as f64 / n as f64;
+    let run = |attribution: &AttributionConfig| {
+        attribute::attribute(&base.model, &out.adapter, &out.tracin, &train, &val, base.tokenizer.eot(), cfg.batch_size, attribution, &mut NoCache)
+            .expect("attribute")
+    };
+    // Share of falsified rows among the tenth of rows with the lowest influence.
+    let lowest_decile_hit = |inf: &[f64]| {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| inf[a].total_cmp(&inf[b]));
         let decile = &order[..n / 10];
-        let hit = decile.iter().filter(|&&i| corrupted[i]).count() as f64 / decile.len() as f64;
-        let chance = planted as f64 / n as f64;
+        decile.iter().filter(|&&i| corrupted[i]).count() as f64 / decile.len() as f64
+    };
+    for method in Method::ALL {
+        let scores = run(&AttributionConfig::new(method));
+        assert_eq!(scores.n_train, n);
+        assert!(scores.pair.iter().chain(&scores.self_influence).all(|x| x.is_finite()));
+        let inf = scores.row_influence();
+        let hit = lowest_decile_hit(&inf);
         eprintln!("{method}: {:.0}% of the lowest-influence decile is falsified (chance {:.0}%)", hit * 100.0, chance * 100.0);
         if method == Method::ExactBlock {
             // 16 rows in the decile, 20% falsified overall: a random ranking puts ≥ 8 falsified
@@ -69,30 +66,13 @@ fn falsified_rows_rank_in_the_lowest_influence_decile() {
 
     // The other curvatures (`--curvature`): each changes the scores, and the ranking still puts
     // falsified rows in the lowest decile far more often than chance.
-    let run = |curvature: Curvature| {
-        attribute::attribute(
-            &base.model,
-            &out.adapter,
-            &out.tracin,
-            &train,
-            &val,
-            base.tokenizer.eot(),
-            cfg.batch_size,
-            &AttributionConfig { curvature, ..AttributionConfig::new(Method::ExactBlock) },
-            &mut NoCache,
-        )
-        .expect("attribute")
-    };
-    let default = run(Curvature::default());
+    let with = |curvature: Curvature| run(&AttributionConfig { curvature, ..AttributionConfig::new(Method::ExactBlock) });
+    let default = with(Curvature::default());
     for curvature in Curvature::ALL.into_iter().filter(|c| *c != Curvature::default()) {
-        let other = run(curvature);
+        let other = with(curvature);
         assert!(other.pair.iter().chain(&other.self_influence).all(|x| x.is_finite()), "{curvature}: non-finite scores");
         assert_ne!(default.pair, other.pair, "{curvature} must change the curvature");
-        let inf = other.row_influence();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| inf[a].total_cmp(&inf[b]));
-        let hit = order[..n / 10].iter().filter(|&&i| corrupted[i]).count() as f64 / (n / 10) as f64;
-        let chance = planted as f64 / n as f64;
+        let hit = lowest_decile_hit(&other.row_influence());
         eprintln!("exact-block, curvature {curvature}: {:.0}% of the lowest-influence decile is falsified", hit * 100.0);
         assert!(hit >= 2.5 * chance, "{curvature}: lowest decile {hit:.2} falsified vs chance {chance:.2}");
     }
