@@ -1,12 +1,13 @@
 //! Ingest throughput against DataFusion alone (issue: bookkeeping costs at most 30%).
 //!
-//! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then, in three alternating
+//! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then, in five alternating
 //! rounds of the same run (medians compared):
 //!   1. the baseline: DataFusion reading the same files and writing one Delta table,
 //!   2. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log) into a fresh
 //!      warehouse whose inbox holds the same files as hard links.
-//! Prints rows/s of both and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
-//! (`BENCH_FILES` / `BENCH_ROWS` override the size).
+//! Prints rows/s of both, the bytes each table takes, and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
+//! (`BENCH_FILES` / `BENCH_ROWS` override the size; `BENCH_BASELINE_ZSTD=1` makes the baseline write
+//! zstd, bronze's codec, instead of delta-rs's default snappy).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +37,7 @@ fn cpu_secs() -> f64 {
 }
 
 /// Rounds of each side; the medians are compared (this machine's timings wander by ±30% run to run).
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn bench_config(base_dir: &std::path::Path) -> Arc<Config> {
     let mut cfg = Config {
@@ -57,6 +58,19 @@ fn bench_config(base_dir: &std::path::Path) -> Arc<Config> {
 /// Write back dirty pages, so that neither side pays for the other's writes (Linux `sync`).
 fn settle() {
     let _ = std::process::Command::new("sync").status();
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -85,8 +99,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         relative.push(rel);
     }
     let total = (files * rows_per_file) as f64;
+    // The baseline writes with delta-rs's default Parquet settings (snappy); BENCH_BASELINE_ZSTD=1
+    // gives it the codec bronze uses (zstd level 1) instead.
+    let baseline_zstd = std::env::var("BENCH_BASELINE_ZSTD").is_ok_and(|v| v == "1");
+    let input_bytes = dir_bytes(&source.join("inbox"));
 
     let (mut base_secs, mut base_cpu, mut ingest_secs, mut ingest_cpu) = (vec![], vec![], vec![], vec![]);
+    let (mut base_bytes, mut bronze_bytes) = (0, 0);
     for round in 0..ROUNDS {
         // Baseline first in each round, alternating with ingest, so both see the same page cache
         // and the same drift of the machine.
@@ -107,9 +126,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::create_dir_all(&out)?;
             let url = url::Url::from_directory_path(&out).map_err(|_| "url")?;
             let table = deltalake::DeltaTable::try_from_url(url).await?;
-            table.write(batches).await?;
+            let mut write = table.write(batches);
+            if baseline_zstd {
+                write = write.with_writer_properties(
+                    parquet::file::properties::WriterProperties::builder()
+                        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                        .build(),
+                );
+            }
+            write.await?;
             Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
         })?;
+        base_bytes = dir_bytes(&dir.path().join(format!("baseline-{round}")));
         base_secs.push(secs);
         base_cpu.push(cpu_secs() - cpu0);
 
@@ -130,6 +158,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             assert_eq!(s.rows_added as f64, total, "ingest accepted every row: {:?}", s.quarantined_by_reason);
             Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
         })?;
+        bronze_bytes = dir_bytes(&root.join("tables/bronze/contributions"));
         ingest_secs.push(secs);
         ingest_cpu.push(cpu_secs() - cpu1);
         eprintln!("  round {round}: baseline {:.2} s, ingest {:.2} s, ratio {:.2}", base_secs[round], secs, base_secs[round] / secs);
@@ -137,8 +166,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (b, i) = (median(base_secs), median(ingest_secs));
     println!("ingest benchmark: {files} files, {} rows, median of {ROUNDS} alternating rounds", total as u64);
-    println!("  baseline (DataFusion read + one Delta write): {b:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / b, median(base_cpu));
+    let codec = if baseline_zstd { "zstd" } else { "snappy" };
+    println!("  baseline (DataFusion read + one Delta write, {codec}): {b:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / b, median(base_cpu));
     println!("  tributary ingest (validate, ids, log, txn):   {i:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / i, median(ingest_cpu));
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "  bytes: input {:.1} MB; baseline table {:.1} MB; bronze.contributions {:.1} MB",
+        mb(input_bytes),
+        mb(base_bytes),
+        mb(bronze_bytes)
+    );
     println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", b / i);
     Ok(())
 }
