@@ -34,8 +34,8 @@ struct AttributionArgs {
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Methods, comma-separated.
-    #[arg(long, default_value = "exact-block,datainf,tracin,graddot")]
-    methods: String,
+    #[arg(long, value_delimiter = ',', default_value = "exact-block,datainf,tracin,graddot", value_parser = super::flag_value::<Method>)]
+    methods: Vec<Method>,
     /// exact-block's curvature: val-sampled, val-observed, train-sampled or train-observed.
     #[arg(long, default_value = "val-sampled", value_parser = super::flag_value::<Curvature>)]
     curvature: Curvature,
@@ -61,8 +61,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         super::base_model::init(app, &spec, Compute::Cpu, false).await?;
     }
     let base = BaseModel::load(&warehouse, &name, &device).await?;
-    let methods = a.methods.split(',').map(|m| m.trim().parse::<Method>()).collect::<Result<Vec<_>, _>>()?;
-    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods, curvature: a.curvature, ..EvalConfig::default() };
+    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods: a.methods, curvature: a.curvature, ..EvalConfig::default() };
     cfg.kb.seed = a.seed;
 
     let bar = ProgressBar::new(0);

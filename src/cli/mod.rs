@@ -153,12 +153,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// A clap value parser for a `FromStr` type: a bad value is a usage error (exit 2) that names the
-/// flag and says which values are accepted, before the command does anything.
+/// flag and says which values are accepted, before the command does anything. Surrounding white
+/// space is ignored (`--methods "exact-block, datainf"`).
 pub fn flag_value<T: std::str::FromStr>(s: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e: T::Err| e.to_string())
+    s.trim().parse().map_err(|e: T::Err| e.to_string())
 }
 
 /// A flag set on Ctrl-C or SIGTERM (printing `message`), for long jobs that stop at their next safe

@@ -32,6 +32,11 @@ fn usage_errors_exit_2_and_help_exists_everywhere() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(flag) && err.contains(valid), "{flag} {value}: {err}");
     }
+    // A bad method in `eval attribution --methods` is refused before the base model is built.
+    let out = bin().args(["eval", "attribution", "--methods", "exact-block, bogus"]).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "--methods: {err}");
+    assert!(err.contains("--methods") && err.contains("unknown method `bogus`") && !err.contains("missing"), "--methods: {err}");
     for cmd in [vec!["train", "--datanet", "geo-qa"], vec!["base-model", "init"]] {
         let out = bin().args(&cmd).args(["--device", "tpu"]).output().expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
