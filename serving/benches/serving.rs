@@ -18,6 +18,7 @@
 //! cargo bench -p tributary-serving --bench serving                  # CPU
 //! cargo bench -p tributary-serving --bench serving --features cuda -- --device cuda
 //! cargo bench -p tributary-serving --bench serving -- --requests 128 --quick
+//! cargo bench -p tributary-serving --bench serving -- --only 1,1024 --alpha 0.1   # a subset of the runs
 //! ```
 
 use std::sync::Arc;
@@ -43,10 +44,12 @@ struct Args {
     max_batch: usize,
     warehouse: Option<String>,
     quick: bool,
+    only: Option<Vec<usize>>,
+    alphas: Vec<f64>,
 }
 
 fn args() -> Args {
-    let mut a = Args { device: "cpu".into(), requests: 256, rate: 400.0, max_batch: 32, warehouse: None, quick: false };
+    let mut a = Args { device: "cpu".into(), requests: 256, rate: 400.0, max_batch: 32, warehouse: None, quick: false, only: None, alphas: vec![0.1, 1.0] };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -57,6 +60,8 @@ fn args() -> Args {
             "--rate" => a.rate = next.parse().unwrap_or(a.rate),
             "--max-batch" => a.max_batch = next.parse().unwrap_or(a.max_batch),
             "--warehouse" => a.warehouse = Some(next),
+            "--only" => a.only = Some(next.split(',').filter_map(|n| n.trim().parse().ok()).collect()),
+            "--alpha" => a.alphas = next.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
             "--quick" => {
                 a.quick = true;
                 i += 1;
@@ -193,6 +198,9 @@ async fn run(base: &BaseModel, loader: &Loader, specs: &[Spec], keys: &[AdapterK
     let report = engine.shutdown().await.expect("engine stops");
     assert_eq!(drain.await.expect("drain"), specs.len(), "every request metered");
     assert_eq!(report.finished, specs.len());
+    if std::env::var("BENCH_VERBOSE").is_ok() {
+        eprintln!("  engine: {} decode steps, {} prefill passes", report.decode_steps, report.prefills);
+    }
     ttft.sort_by(f64::total_cmp);
     let secs = last.duration_since(start).as_secs_f64();
     RunResult {
@@ -284,9 +292,11 @@ async fn main() {
     let base_only = run(&base, &loader, &workload(None, 0.0, r, a.rate, vocab, eot, 1), &keys, Batching::Heterogeneous, a.max_batch).await;
     line("base model alone", &base_only);
     let mut by_n = Vec::new();
-    let ns: Vec<usize> = [1, 16, 128, 1024].into_iter().filter(|n| *n <= n_max).collect();
+    // `--only 1,1024` runs just those adapter counts (for profiling one configuration).
+    let ns: Vec<usize> =
+        [1, 16, 128, 1024].into_iter().filter(|n| *n <= n_max && a.only.as_ref().is_none_or(|o| o.contains(n))).collect();
     let mut same = Vec::new();
-    for alpha in [0.1, 1.0] {
+    for alpha in a.alphas.clone() {
         for &n in &ns {
             let w = workload(Some(n), alpha, r, a.rate, vocab, eot, 2);
             let res = run(&base, &loader, &w, &keys, Batching::Heterogeneous, a.max_batch).await;

@@ -244,10 +244,17 @@ struct Worker {
     rows: Vec<Row>,
     kv: BatchKv,
     shutdown_at: Option<Instant>,
+    /// When the queues were last scanned for cancelled requests.
+    cancel_scan: Instant,
     report: EngineReport,
     eot: u32,
     context: usize,
 }
+
+/// How often the waiting queues are scanned for requests whose clients went away. The scan reads
+/// every waiting request (thousands when the server is saturated), so it runs at most this often
+/// rather than on every decode step.
+const CANCEL_SCAN_EVERY: Duration = Duration::from_millis(10);
 
 /// The result of feeding one sampled token to a row.
 enum Advance {
@@ -268,6 +275,7 @@ impl Worker {
             rows: Vec::new(),
             kv: BatchKv::default(),
             shutdown_at: None,
+            cancel_scan: Instant::now(),
             report: EngineReport::default(),
             eot,
             context,
@@ -306,12 +314,15 @@ impl Worker {
                     break;
                 }
             }
-            for e in self.scheduler.take_cancelled() {
-                self.admission.release();
-                self.report.failed += 1;
-                drop(e);
-            }
             let now = Instant::now();
+            if now.duration_since(self.cancel_scan) >= CANCEL_SCAN_EVERY {
+                self.cancel_scan = now;
+                for e in self.scheduler.take_cancelled() {
+                    self.admission.release();
+                    self.report.failed += 1;
+                    drop(e);
+                }
+            }
             for action in self.scheduler.plan(now) {
                 self.act(action);
             }

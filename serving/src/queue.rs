@@ -165,46 +165,73 @@ impl Admission {
     }
 }
 
-/// Per-target FIFO queues (`None` = the base model).
+/// Per-target FIFO queues: the base model's, and one per adapter (looked up by key without
+/// building an `Option<AdapterKey>`, which would clone the key's two strings: the scheduler asks
+/// about every pending adapter on every step, a thousand of them when a thousand adapters wait).
 #[derive(Debug, Default)]
 pub struct Queues {
-    by_target: HashMap<Option<AdapterKey>, VecDeque<Entry>>,
+    base: VecDeque<Entry>,
+    adapters: HashMap<AdapterKey, VecDeque<Entry>>,
     len: usize,
 }
 
 impl Queues {
+    fn queue(&self, target: Option<&AdapterKey>) -> Option<&VecDeque<Entry>> {
+        match target {
+            None => Some(&self.base),
+            Some(k) => self.adapters.get(k),
+        }
+    }
+
     /// Append a request to its target's queue.
     pub fn push(&mut self, entry: Entry) {
-        self.by_target.entry(entry.request.adapter.clone()).or_default().push_back(entry);
+        match &entry.request.adapter {
+            None => self.base.push_back(entry),
+            Some(k) => self.adapters.entry(k.clone()).or_default().push_back(entry),
+        }
         self.len += 1;
     }
 
     /// The oldest request for `target`.
     pub fn pop(&mut self, target: &Option<AdapterKey>) -> Option<Entry> {
-        let q = self.by_target.get_mut(target)?;
-        let e = q.pop_front()?;
-        if q.is_empty() {
-            self.by_target.remove(target);
-        }
+        let e = match target {
+            None => self.base.pop_front()?,
+            Some(k) => {
+                let q = self.adapters.get_mut(k)?;
+                let e = q.pop_front()?;
+                if q.is_empty() {
+                    self.adapters.remove(k);
+                }
+                e
+            }
+        };
         self.len -= 1;
         Some(e)
     }
 
     /// Every request waiting for `target`.
     pub fn drain(&mut self, target: &Option<AdapterKey>) -> Vec<Entry> {
-        let out: Vec<Entry> = self.by_target.remove(target).map(Vec::from).unwrap_or_default();
+        let out: Vec<Entry> = match target {
+            None => self.base.drain(..).collect(),
+            Some(k) => self.adapters.remove(k).map(Vec::from).unwrap_or_default(),
+        };
         self.len -= out.len();
         out
     }
 
     /// Requests waiting for `target`.
     pub fn waiting(&self, target: &Option<AdapterKey>) -> usize {
-        self.by_target.get(target).map_or(0, VecDeque::len)
+        self.queue(target.as_ref()).map_or(0, VecDeque::len)
+    }
+
+    /// Requests waiting for adapter `key`.
+    pub fn waiting_for(&self, key: &AdapterKey) -> usize {
+        self.queue(Some(key)).map_or(0, VecDeque::len)
     }
 
     /// The oldest request for `target`, without taking it.
     pub fn front(&self, target: &Option<AdapterKey>) -> Option<&Entry> {
-        self.by_target.get(target)?.front()
+        self.queue(target.as_ref())?.front()
     }
 
     /// Take the requests matching `pred`, in queue order per target.
@@ -212,12 +239,14 @@ impl Queues {
         let mut out = Vec::new();
         // Called every engine step over a queue that can be thousands deep: only a queue holding a
         // match is rebuilt, the others are only read.
-        for q in self.by_target.values_mut().filter(|q| q.iter().any(&pred)) {
+        for q in std::iter::once(&mut self.base).chain(self.adapters.values_mut()).filter(|q| q.iter().any(&pred)) {
             let (take, keep): (VecDeque<Entry>, VecDeque<Entry>) = q.drain(..).partition(|e| pred(e));
             *q = keep;
             out.extend(take);
         }
-        self.by_target.retain(|_, q| !q.is_empty());
+        if !out.is_empty() {
+            self.adapters.retain(|_, q| !q.is_empty());
+        }
         self.len -= out.len();
         out
     }
@@ -235,6 +264,8 @@ impl Queues {
     /// Take every waiting request (shutdown).
     pub fn take_all(&mut self) -> Vec<Entry> {
         self.len = 0;
-        self.by_target.drain().flat_map(|(_, q)| q).collect()
+        let mut out: Vec<Entry> = self.base.drain(..).collect();
+        out.extend(self.adapters.drain().flat_map(|(_, q)| q));
+        out
     }
 }

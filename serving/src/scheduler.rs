@@ -73,6 +73,9 @@ pub struct Scheduler {
     cycle: Duration,
     unload: HashSet<AdapterKey>,
     prefetch: HashSet<AdapterKey>,
+    /// Whether a pending adapter may have lost its last waiting request other than by admission
+    /// (a cancellation, an admin unload), so the pending line needs sweeping.
+    pending_dirty: bool,
 }
 
 impl Scheduler {
@@ -88,6 +91,7 @@ impl Scheduler {
             cycle,
             unload: HashSet::new(),
             prefetch: HashSet::new(),
+            pending_dirty: false,
         }
     }
 
@@ -122,11 +126,12 @@ impl Scheduler {
     /// Evict `key` from its slot as soon as nothing runs on it (admin unload).
     pub fn unload(&mut self, key: AdapterKey) {
         self.prefetch.remove(&key);
+        self.pending_dirty = true;
         self.unload.insert(key);
     }
 
     fn wanted(&self, key: &AdapterKey) -> bool {
-        self.queues.waiting(&Some(key.clone())) > 0 || self.prefetch.contains(key)
+        self.queues.waiting_for(key) > 0 || (!self.prefetch.is_empty() && self.prefetch.contains(key))
     }
 
     fn evict(&mut self, key: &AdapterKey, out: &mut Vec<Action>) {
@@ -147,8 +152,7 @@ impl Scheduler {
         let mut out = Vec::new();
         // Drained (or unloaded) residents leave their slot once nothing runs on them.
         let done: Vec<AdapterKey> = self
-            .adapters
-            .iter()
+            .residents()
             .filter_map(|(k, r)| match r {
                 Residency::Active { running: 0, draining, .. } if *draining || self.unload.contains(k) => Some(k.clone()),
                 _ => None,
@@ -157,13 +161,22 @@ impl Scheduler {
         for key in done {
             self.evict(&key, &mut out);
         }
-        self.pending.retain(|k| matches!(self.adapters.get(k), Some(Residency::Pending)));
-        // Pending adapters nobody wants any more (their requests failed or went away) are dropped.
-        let unwanted: Vec<AdapterKey> = self.pending.iter().filter(|k| !self.wanted(k)).cloned().collect();
-        for k in unwanted {
-            self.adapters.remove(&k);
+        // Sweep the pending line (a thousand adapters when a thousand wait) only when one of them
+        // may have lost its requests: pending adapters nobody wants any more (their requests
+        // failed or went away) are dropped.
+        if std::mem::take(&mut self.pending_dirty) {
+            let (queues, prefetch, adapters) = (&self.queues, &self.prefetch, &mut self.adapters);
+            self.pending.retain(|k| {
+                if !matches!(adapters.get(k), Some(Residency::Pending)) {
+                    return false;
+                }
+                let wanted = queues.waiting_for(k) > 0 || (!prefetch.is_empty() && prefetch.contains(k));
+                if !wanted {
+                    adapters.remove(k);
+                }
+                wanted
+            });
         }
-        self.pending.retain(|k| self.adapters.contains_key(k));
 
         while let Some(key) = self.pending.front().cloned() {
             if self.free_slots.is_empty() && !self.evict_idle(&mut out) {
@@ -180,11 +193,16 @@ impl Scheduler {
         out
     }
 
+    /// The adapters holding a slot with their weights in it (the rotation's adapters): at most
+    /// `slots` of them, where `adapters` also holds every pending one.
+    fn residents(&self) -> impl Iterator<Item = (&AdapterKey, &Residency)> {
+        self.rotation.iter().flatten().filter_map(|k| self.adapters.get_key_value(k))
+    }
+
     /// Evict the least recently admitted idle resident. Returns whether one was evicted.
     fn evict_idle(&mut self, out: &mut Vec<Action>) -> bool {
         let victim = self
-            .adapters
-            .iter()
+            .residents()
             .filter_map(|(k, r)| match r {
                 Residency::Active { running: 0, last_admit, .. } if !self.wanted(k) => Some((*last_admit, k.clone())),
                 _ => None,
@@ -201,11 +219,10 @@ impl Scheduler {
 
     /// Residents older than the cycle time stop admitting, one per pending adapter, oldest first.
     fn start_draining(&mut self, now: Instant) {
-        let draining = self.adapters.values().filter(|r| matches!(r, Residency::Active { draining: true, .. })).count();
+        let draining = self.residents().filter(|(_, r)| matches!(r, Residency::Active { draining: true, .. })).count();
         let mut need = self.pending.len().saturating_sub(draining);
         let mut old: Vec<(Instant, AdapterKey)> = self
-            .adapters
-            .iter()
+            .residents()
             .filter_map(|(k, r)| match r {
                 Residency::Active { since, draining: false, .. } if now.duration_since(*since) >= self.cycle => {
                     Some((*since, k.clone()))
@@ -346,7 +363,9 @@ impl Scheduler {
 
     /// Take the waiting requests that have been cancelled by their clients.
     pub fn take_cancelled(&mut self) -> Vec<Entry> {
-        self.queues.take_where(|e| e.events.is_closed())
+        let cancelled = self.queues.take_where(|e| e.events.is_closed());
+        self.pending_dirty |= !cancelled.is_empty();
+        cancelled
     }
 }
 
