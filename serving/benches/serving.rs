@@ -37,6 +37,11 @@ use tributary_serving::sampling::SamplingParams;
 use tributary_serving::validation::{ApiKind, ValidatedRequest};
 use tributary_serving::{Metrics, synthetic};
 
+/// The allocator the `tributary` binary uses (src/main.rs), so the engine is measured as shipped
+/// (with the system allocator, `malloc`/`free` were ~8% of a run's profile).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 struct Args {
     device: String,
     requests: usize,
