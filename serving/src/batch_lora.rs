@@ -382,7 +382,8 @@ mod tests {
     }
 
     fn check_bgmv(r: usize) {
-        let (slots_n, din, dout, t) = (5, 12, 7, 4);
+        // Dimensions that are not multiples of the vector width.
+        let (slots_n, din, dout, t) = (5, 14, 21, 4);
         let mut rng = StdRng::seed_from_u64(7 + r as u64);
         let mut rand_vec = |n: usize| (0..n).map(|_| rng.random::<f32>() - 0.5).collect::<Vec<f32>>();
         let mut a = rand_vec(slots_n * din * r);
