@@ -216,14 +216,17 @@ fn host_write(stack: &mut [f32], slot: usize, t: &Tensor<3>) {
 /// vectorize, and no per-row kernel call or gathered copy of the factors is made.
 #[allow(clippy::too_many_arguments)]
 pub fn bgmv(x: &[f32], slots: &[usize], t: usize, din: usize, r: usize, dout: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
-    // The usual ranks get a fixed-size accumulator; other ranks take the general loop.
     let mut out = vec![0.0f32; slots.len() * t * dout];
-    let shape = Shape { t, din, dout };
+    let s = Shape { t, din, r, dout };
+    // The usual ranks get a fixed-size accumulator; other ranks take the general loop.
     match r {
-        4 => bgmv_fixed::<4>(x, slots, shape, a, b, &mut out),
-        8 => bgmv_fixed::<8>(x, slots, shape, a, b, &mut out),
-        16 => bgmv_fixed::<16>(x, slots, shape, a, b, &mut out),
-        _ => bgmv_any(x, slots, shape, r, a, b, &mut out),
+        4 => for_each_vector(x, slots, s, a, b, &mut out, lora_vector_fixed::<4>),
+        8 => for_each_vector(x, slots, s, a, b, &mut out, lora_vector_fixed::<8>),
+        16 => for_each_vector(x, slots, s, a, b, &mut out, lora_vector_fixed::<16>),
+        _ => {
+            let mut y = vec![0.0f32; r];
+            for_each_vector(x, slots, s, a, b, &mut out, |xv, a, b, o| lora_vector_any(xv, a, b, o, &mut y));
+        }
     }
     out
 }
@@ -232,62 +235,68 @@ pub fn bgmv(x: &[f32], slots: &[usize], t: usize, din: usize, r: usize, dout: us
 struct Shape {
     t: usize,
     din: usize,
+    r: usize,
     dout: usize,
 }
 
-/// The loop for a rank known at compile time: the accumulator is a fixed-size array, so the
-/// `x · A` loop is a vector multiply-add per input element and the `· B` loop runs over `dout`.
-fn bgmv_fixed<const R: usize>(x: &[f32], slots: &[usize], s: Shape, a: &[f32], b: &[f32], out: &mut [f32]) {
-    let Shape { t, din, dout } = s;
-    for (row, &slot) in slots.iter().enumerate() {
-        if slot == 0 {
-            continue;
-        }
-        let a = &a[slot * din * R..(slot + 1) * din * R];
-        let b = &b[slot * R * dout..(slot + 1) * R * dout];
-        let xs = &x[row * t * din..(row + 1) * t * din];
-        let outs = &mut out[row * t * dout..(row + 1) * t * dout];
-        for (xv, o) in xs.chunks_exact(din).zip(outs.chunks_exact_mut(dout)) {
-            let mut y = [0.0f32; R];
-            for (xk, a_row) in xv.iter().zip(a.chunks_exact(R)) {
-                let a_row: &[f32; R] = a_row.try_into().expect("chunks of R");
-                for j in 0..R {
-                    y[j] += xk * a_row[j];
-                }
-            }
-            for (yj, b_row) in y.iter().zip(b.chunks_exact(dout)) {
-                for (oc, bc) in o.iter_mut().zip(b_row) {
-                    *oc += yj * bc;
-                }
-            }
-        }
-    }
-}
-
-fn bgmv_any(x: &[f32], slots: &[usize], s: Shape, r: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    let Shape { t, din, dout } = s;
-    let mut y = vec![0.0f32; r];
+/// Call `kernel(x_v, A_slot, B_slot, out_v)` for every input vector whose row uses an adapter
+/// (slot 0, the zero adapter, is skipped and its output stays zero).
+fn for_each_vector(
+    x: &[f32],
+    slots: &[usize],
+    s: Shape,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    mut kernel: impl FnMut(&[f32], &[f32], &[f32], &mut [f32]),
+) {
+    let Shape { t, din, r, dout } = s;
     for (row, &slot) in slots.iter().enumerate() {
         if slot == 0 {
             continue;
         }
         let a = &a[slot * din * r..(slot + 1) * din * r];
         let b = &b[slot * r * dout..(slot + 1) * r * dout];
-        for p in 0..t {
-            let v = row * t + p;
-            let xv = &x[v * din..(v + 1) * din];
-            y.fill(0.0);
-            for (xk, a_row) in xv.iter().zip(a.chunks_exact(r)) {
-                for (yj, aj) in y.iter_mut().zip(a_row) {
-                    *yj += xk * aj;
-                }
-            }
-            let o = &mut out[v * dout..(v + 1) * dout];
-            for (yj, b_row) in y.iter().zip(b.chunks_exact(dout)) {
-                for (oc, bc) in o.iter_mut().zip(b_row) {
-                    *oc += yj * bc;
-                }
-            }
+        let xs = &x[row * t * din..(row + 1) * t * din];
+        let outs = &mut out[row * t * dout..(row + 1) * t * dout];
+        for (xv, o) in xs.chunks_exact(din).zip(outs.chunks_exact_mut(dout)) {
+            kernel(xv, a, b, o);
+        }
+    }
+}
+
+/// `o += (x · A) · B` for a rank known at compile time: the accumulator is a fixed-size array, so
+/// the `x · A` loop is a vector multiply-add per input element and the `· B` loop runs over `dout`.
+#[inline(always)]
+fn lora_vector_fixed<const R: usize>(xv: &[f32], a: &[f32], b: &[f32], o: &mut [f32]) {
+    let mut y = [0.0f32; R];
+    for (xk, a_row) in xv.iter().zip(a.chunks_exact(R)) {
+        let a_row: &[f32; R] = a_row.try_into().expect("chunks of R");
+        for j in 0..R {
+            y[j] += xk * a_row[j];
+        }
+    }
+    add_times_b(&y, b, o);
+}
+
+/// `o += (x · A) · B` for any rank (`y.len()`), `y` being scratch space.
+#[inline(always)]
+fn lora_vector_any(xv: &[f32], a: &[f32], b: &[f32], o: &mut [f32], y: &mut [f32]) {
+    y.fill(0.0);
+    for (xk, a_row) in xv.iter().zip(a.chunks_exact(y.len())) {
+        for (yj, aj) in y.iter_mut().zip(a_row) {
+            *yj += xk * aj;
+        }
+    }
+    add_times_b(y, b, o);
+}
+
+/// `o += y · B` (`B` is `[y.len(), o.len()]`).
+#[inline(always)]
+fn add_times_b(y: &[f32], b: &[f32], o: &mut [f32]) {
+    for (yj, b_row) in y.iter().zip(b.chunks_exact(o.len())) {
+        for (oc, bc) in o.iter_mut().zip(b_row) {
+            *oc += yj * bc;
         }
     }
 }

@@ -131,7 +131,7 @@ impl Scheduler {
     }
 
     fn wanted(&self, key: &AdapterKey) -> bool {
-        self.queues.waiting_for(key) > 0 || (!self.prefetch.is_empty() && self.prefetch.contains(key))
+        wants(&self.queues, &self.prefetch, key)
     }
 
     fn evict(&mut self, key: &AdapterKey, out: &mut Vec<Action>) {
@@ -170,7 +170,7 @@ impl Scheduler {
                 if !matches!(adapters.get(k), Some(Residency::Pending)) {
                     return false;
                 }
-                let wanted = queues.waiting_for(k) > 0 || (!prefetch.is_empty() && prefetch.contains(k));
+                let wanted = wants(queues, prefetch, k);
                 if !wanted {
                     adapters.remove(k);
                 }
@@ -369,6 +369,12 @@ impl Scheduler {
     }
 }
 
+/// Whether `key` has requests waiting or was loaded ahead of them (admin load). A free function so
+/// that it can run while the scheduler's other fields are borrowed mutably.
+fn wants(queues: &Queues, prefetch: &HashSet<AdapterKey>, key: &AdapterKey) -> bool {
+    queues.waiting_for(key) > 0 || (!prefetch.is_empty() && prefetch.contains(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,5 +453,32 @@ mod tests {
         let failed = s.loaded(&key("b"), false, now).err().expect("waiting requests returned");
         assert_eq!(failed.len(), 1);
         assert_eq!(s.plan(now), vec![Action::Load { key: key("a"), slot: 1 }]);
+    }
+
+    #[test]
+    fn a_pending_adapter_whose_requests_were_cancelled_is_never_loaded() {
+        let mut s = Scheduler::new(1, Duration::from_secs(60));
+        let (ea, _keep_a) = entry(Some("a"));
+        let (eb, rx_b) = entry(Some("b"));
+        let (ec, _keep_c) = entry(Some("c"));
+        s.push(ea);
+        s.push(eb);
+        s.push(ec);
+        let now = Instant::now();
+        assert_eq!(s.plan(now), vec![Action::Load { key: key("a"), slot: 1 }]);
+        assert_eq!(s.loaded(&key("a"), true, now).ok(), Some(1));
+        assert_eq!(s.admit(1, 1000, now, None).len(), 1);
+        // `b`'s only client goes away while `b` waits for the slot.
+        drop(rx_b);
+        let cancelled = s.take_cancelled();
+        assert_eq!(cancelled.len(), 1);
+        assert_eq!(cancelled[0].request.adapter, Some(key("b")));
+        // When `a` frees the slot, it goes to `c`: `b` left the pending line with its request.
+        s.finished(&Some(key("a")));
+        assert_eq!(
+            s.plan(now),
+            vec![Action::Evict { key: key("a"), slot: 1 }, Action::Load { key: key("c"), slot: 1 }]
+        );
+        assert_eq!(s.resident(), 1);
     }
 }
