@@ -2,7 +2,9 @@
 //! Poisson process; each picks one of N rank-8 adapters with power-law popularity (exponent alpha,
 //! 0.1 ≈ uniform, 1 = skewed); input and output lengths are uniform in a range; the engine runs
 //! until every request finishes. Throughput = requests (and tokens) per second from the first
-//! arrival to the last completion. Every ratio below is between runs of this one process.
+//! arrival to the last completion. Every ratio below is between runs of this one process: the
+//! whole list of configurations runs `--rounds` times (3), interleaved, and each figure is the
+//! configuration's median round (one run's throughput on this 2-core machine wanders by ±15%).
 //!
 //! 1. heterogeneous batching vs batching only same-adapter requests, N = 128 (target ≥ 8×);
 //! 2. throughput with N = 1024 adapters vs N = 1 (target ≥ 0.9);
@@ -19,6 +21,7 @@
 //! cargo bench -p tributary-serving --bench serving --features cuda -- --device cuda
 //! cargo bench -p tributary-serving --bench serving -- --requests 128 --quick
 //! cargo bench -p tributary-serving --bench serving -- --only 1,1024 --alpha 0.1   # a subset of the runs
+//! cargo bench -p tributary-serving --bench serving -- --rounds 1                   # one round (a third of the time)
 //! ```
 
 use std::sync::Arc;
@@ -51,10 +54,11 @@ struct Args {
     quick: bool,
     only: Option<Vec<usize>>,
     alphas: Vec<f64>,
+    rounds: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { device: "cpu".into(), requests: 256, rate: 400.0, max_batch: 32, warehouse: None, quick: false, only: None, alphas: vec![0.1, 1.0] };
+    let mut a = Args { device: "cpu".into(), requests: 256, rate: 400.0, max_batch: 32, warehouse: None, quick: false, only: None, alphas: vec![0.1, 1.0], rounds: 3 };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -67,6 +71,7 @@ fn args() -> Args {
             "--warehouse" => a.warehouse = Some(next),
             "--only" => a.only = Some(next.split(',').filter_map(|n| n.trim().parse().ok()).collect()),
             "--alpha" => a.alphas = next.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+            "--rounds" => a.rounds = next.parse::<usize>().unwrap_or(a.rounds).max(1),
             "--quick" => {
                 a.quick = true;
                 i += 1;
@@ -217,15 +222,34 @@ async fn run(base: &BaseModel, loader: &Loader, specs: &[Spec], keys: &[AdapterK
     }
 }
 
-fn line(label: &str, r: &RunResult) {
+fn line(label: &str, r: &RunResult, rounds: &[RunResult]) {
+    let each: Vec<String> = rounds.iter().map(|x| format!("{:.0}", x.req_per_s)).collect();
     println!(
-        "| {label:<44} | {:>8.1} | {:>9.0} | {:>9.1} | {:>9.1} | {:>6.1} |",
+        "| {label:<44} | {:>8.1} | {:>9.0} | {:>9.1} | {:>9.1} | {:>6.1} | {} |",
         r.req_per_s,
         r.tok_per_s,
         r.ttft_p50 * 1e3,
         r.ttft_p90 * 1e3,
-        r.mean_batch
+        r.mean_batch,
+        each.join(" / ")
     );
+}
+
+/// One benchmark configuration.
+struct RunConfig {
+    label: String,
+    /// Popularity exponent (None = the base model alone).
+    alpha: Option<f64>,
+    /// Adapters (None = the base model alone).
+    n: Option<usize>,
+    batching: Batching,
+}
+
+/// The round with the median throughput (its other figures come with it).
+fn median_run(rounds: &[RunResult]) -> &RunResult {
+    let mut order: Vec<&RunResult> = rounds.iter().collect();
+    order.sort_by(|x, y| x.req_per_s.total_cmp(&y.req_per_s));
+    order[order.len() / 2]
 }
 
 fn verdict(ratio: f64, target: f64) -> &'static str {
@@ -291,45 +315,67 @@ async fn main() {
     let warm = workload(Some(16.min(n_max)), 1.0, 128.min(a.requests), a.rate, vocab, eot, 3);
     run(&base, &loader, &warm, &keys, Batching::Heterogeneous, a.max_batch).await;
 
-    println!("\n| run | req/s | tokens/s | TTFT p50 ms | TTFT p90 ms | batch |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    // Every configuration, in the order of a round. Rounds repeat the whole list, so slow and fast
+    // spells of the machine fall on every configuration alike, and each figure is the median round.
     let r = a.requests;
-    let base_only = run(&base, &loader, &workload(None, 0.0, r, a.rate, vocab, eot, 1), &keys, Batching::Heterogeneous, a.max_batch).await;
-    line("base model alone", &base_only);
-    let mut by_n = Vec::new();
-    // `--only 1,1024` runs just those adapter counts (for profiling one configuration).
     let ns: Vec<usize> =
         [1, 16, 128, 1024].into_iter().filter(|n| *n <= n_max && a.only.as_ref().is_none_or(|o| o.contains(n))).collect();
-    let mut same = Vec::new();
+    let mut configs = vec![RunConfig { label: "base model alone".into(), alpha: None, n: None, batching: Batching::Heterogeneous }];
     for alpha in a.alphas.clone() {
         for &n in &ns {
-            let w = workload(Some(n), alpha, r, a.rate, vocab, eot, 2);
-            let res = run(&base, &loader, &w, &keys, Batching::Heterogeneous, a.max_batch).await;
-            line(&format!("N={n} alpha={alpha} heterogeneous"), &res);
+            let c = |batching, kind: &str| RunConfig { label: format!("N={n} alpha={alpha} {kind}"), alpha: Some(alpha), n: Some(n), batching };
+            configs.push(c(Batching::Heterogeneous, "heterogeneous"));
             if n == 128 {
-                let s = run(&base, &loader, &w, &keys, Batching::SameAdapter, a.max_batch).await;
-                line(&format!("N={n} alpha={alpha} same-adapter only"), &s);
-                same.push((alpha, res.req_per_s / s.req_per_s));
+                configs.push(c(Batching::SameAdapter, "same-adapter only"));
             }
-            by_n.push((alpha, n, res));
+        }
+    }
+    let workloads: Vec<Vec<Spec>> = configs
+        .iter()
+        .map(|c| match (c.n, c.alpha) {
+            (Some(n), Some(alpha)) => workload(Some(n), alpha, r, a.rate, vocab, eot, 2),
+            _ => workload(None, 0.0, r, a.rate, vocab, eot, 1),
+        })
+        .collect();
+    let mut results: Vec<Vec<RunResult>> = configs.iter().map(|_| Vec::new()).collect();
+    for round in 0..a.rounds {
+        for (k, c) in configs.iter().enumerate() {
+            let res = run(&base, &loader, &workloads[k], &keys, c.batching, a.max_batch).await;
+            eprintln!("  round {}/{}: {:<44} {:8.1} req/s", round + 1, a.rounds, c.label, res.req_per_s);
+            results[k].push(res);
         }
     }
 
+    println!("\n{} requests per run at {} req/s, median of {} interleaved rounds (req/s of each round in brackets)\n", r, a.rate, a.rounds);
+    println!("| run | req/s | tokens/s | TTFT p50 ms | TTFT p90 ms | batch | rounds |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    let medians: Vec<&RunResult> = results.iter().map(|rs| median_run(rs)).collect();
+    for ((c, m), rs) in configs.iter().zip(&medians).zip(&results) {
+        line(&c.label, m, rs);
+    }
+    let find = |alpha: Option<f64>, n: Option<usize>, batching: Batching| {
+        configs.iter().position(|c| c.alpha == alpha && c.n == n && c.batching == batching).map(|k| medians[k].req_per_s)
+    };
+
     println!("\n| ratio | alpha | value | target | |");
     println!("|---|---:|---:|---:|---|");
-    for (alpha, ratio) in &same {
-        println!("| (1) heterogeneous / same-adapter-only, N=128 | {alpha} | {ratio:.2}× | ≥ 8× | {} |", verdict(*ratio, 8.0));
+    for alpha in a.alphas.clone() {
+        let het = find(Some(alpha), Some(128), Batching::Heterogeneous);
+        if let (Some(het), Some(same)) = (het, find(Some(alpha), Some(128), Batching::SameAdapter)) {
+            let ratio = het / same;
+            println!("| (1) heterogeneous / same-adapter-only, N=128 | {alpha} | {ratio:.2}× | ≥ 8× | {} |", verdict(ratio, 8.0));
+        }
     }
     let n_top = *ns.last().unwrap_or(&1);
-    for alpha in [0.1, 1.0] {
-        let at = |n: usize| by_n.iter().find(|(a, m, _)| *a == alpha && *m == n).map(|(_, _, r)| r.req_per_s);
+    for alpha in a.alphas.clone() {
+        let at = |n: usize| find(Some(alpha), Some(n), Batching::Heterogeneous);
         if let (Some(hi), Some(one)) = (at(n_top), at(1)) {
             let ratio = hi / one;
             println!("| (2) throughput N={n_top} / N=1 | {alpha} | {ratio:.3} | ≥ 0.9 | {} |", verdict(ratio, 0.9));
         }
     }
-    if let Some((_, _, one)) = by_n.iter().find(|(a, n, _)| *a == 0.1 && *n == 1) {
-        let ratio = one.req_per_s / base_only.req_per_s;
+    if let (Some(base_only), Some(one)) = (find(None, None, Batching::Heterogeneous), a.alphas.first().and_then(|al| find(Some(*al), Some(1), Batching::Heterogeneous))) {
+        let ratio = one / base_only;
         println!("| (3) one adapter / base model alone | - | {ratio:.3} | ≥ 0.85 | {} |", verdict(ratio, 0.85));
     }
 }

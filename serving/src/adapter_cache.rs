@@ -13,7 +13,7 @@
 //! nothing that is running. A corrupt or mismatched adapter fails its own load with a precise
 //! reason ([`Error::AdapterInvalid`]), is remembered as failed, and everything else keeps serving.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -270,54 +270,96 @@ pub struct BaseIdentity {
     pub sha256: String,
 }
 
-/// Host-memory LRU of parsed adapters.
+/// A least-recently-used map bounded by entry count.
+///
+/// Every operation is O(log n): each entry carries the tick of its last use and `order` maps
+/// ticks back to keys, so the least recently used is `order`'s first entry. (A recency list
+/// scanned on every hit made each lookup a pass over thousands of keys.)
 #[derive(Debug)]
-pub struct HostCache {
+struct Lru<K, V> {
     capacity: usize,
-    entries: HashMap<AdapterKey, Arc<HostAdapter>>,
-    order: VecDeque<AdapterKey>,
+    entries: HashMap<K, (V, u64)>,
+    order: BTreeMap<u64, K>,
+    tick: u64,
 }
 
-impl HostCache {
-    /// An empty cache holding at most `capacity` adapters (at least 1).
-    pub fn new(capacity: usize) -> HostCache {
-        HostCache { capacity: capacity.max(1), entries: HashMap::new(), order: VecDeque::new() }
+impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
+    fn new(capacity: usize) -> Self {
+        Lru { capacity: capacity.max(1), entries: HashMap::new(), order: BTreeMap::new(), tick: 0 }
     }
 
-    /// The adapter, marking it most recently used.
-    pub fn get(&mut self, key: &AdapterKey) -> Option<Arc<HostAdapter>> {
-        let hit = self.entries.get(key).cloned()?;
-        self.touch(key);
+    fn get(&mut self, key: &K) -> Option<V> {
+        self.tick += 1;
+        let (value, used) = self.entries.get_mut(key)?;
+        let previous = std::mem::replace(used, self.tick);
+        let hit = value.clone();
+        if let Some(k) = self.order.remove(&previous) {
+            self.order.insert(self.tick, k);
+        }
         Some(hit)
     }
 
-    fn touch(&mut self, key: &AdapterKey) {
-        if let Some(i) = self.order.iter().position(|k| k == key) {
-            self.order.remove(i);
+    /// Insert (or replace) `key`, then evict from the least recently used end down to capacity.
+    /// Returns how many entries were evicted.
+    fn insert(&mut self, key: K, value: V) -> usize {
+        self.tick += 1;
+        if let Some((_, used)) = self.entries.insert(key.clone(), (value, self.tick)) {
+            self.order.remove(&used);
         }
-        self.order.push_back(key.clone());
-    }
-
-    /// Insert, evicting least recently used entries beyond capacity. Returns how many were evicted.
-    pub fn insert(&mut self, adapter: Arc<HostAdapter>) -> usize {
-        let key = adapter.key.clone();
-        self.entries.insert(key.clone(), adapter);
-        self.touch(&key);
+        self.order.insert(self.tick, key);
         let mut evicted = 0;
         while self.entries.len() > self.capacity {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some((_, old)) = self.order.pop_first() else { break };
             self.entries.remove(&old);
             evicted += 1;
         }
         evicted
     }
 
+    fn remove(&mut self, key: &K) -> bool {
+        match self.entries.remove(key) {
+            Some((_, used)) => {
+                self.order.remove(&used);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Host-memory LRU of parsed adapters.
+#[derive(Debug)]
+pub struct HostCache {
+    entries: Lru<AdapterKey, Arc<HostAdapter>>,
+}
+
+impl HostCache {
+    /// An empty cache holding at most `capacity` adapters (at least 1).
+    pub fn new(capacity: usize) -> HostCache {
+        HostCache { entries: Lru::new(capacity) }
+    }
+
+    /// The adapter, marking it most recently used.
+    pub fn get(&mut self, key: &AdapterKey) -> Option<Arc<HostAdapter>> {
+        self.entries.get(key)
+    }
+
+    /// Insert, evicting least recently used entries beyond capacity. Returns how many were evicted.
+    pub fn insert(&mut self, adapter: Arc<HostAdapter>) -> usize {
+        self.entries.insert(adapter.key.clone(), adapter)
+    }
+
     /// Drop `key`. Returns whether it was cached.
     pub fn remove(&mut self, key: &AdapterKey) -> bool {
-        if let Some(i) = self.order.iter().position(|k| k == key) {
-            self.order.remove(i);
-        }
-        self.entries.remove(key).is_some()
+        self.entries.remove(key)
     }
 
     /// Adapters cached.
@@ -327,7 +369,7 @@ impl HostCache {
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 }
 
@@ -378,12 +420,20 @@ impl Loader {
 
     /// Whether `key` is in host memory.
     pub fn is_cached(&self, key: &AdapterKey) -> bool {
-        self.cache().entries.contains_key(key)
+        self.cache().entries.contains(key)
     }
 
     /// Adapters in host memory.
-    pub fn cached(&self) -> usize {
+    pub fn cached_count(&self) -> usize {
         self.cache().len()
+    }
+
+    /// The adapter if it is in host memory (a hit, marking it recently used); never reads the
+    /// object store, so the engine can take a host hit without waiting on a task.
+    pub fn cached(&self, key: &AdapterKey) -> Option<Arc<HostAdapter>> {
+        let hit = self.cache().get(key)?;
+        self.metrics.adapter_hit("host");
+        Some(hit)
     }
 
     /// Drop `key` from host memory. Returns whether it was there.
@@ -398,8 +448,7 @@ impl Loader {
     /// The adapter in host memory, reading it from the object store on a miss. A failure marks
     /// the version failed in the registry (requests for it then get the reason at once).
     pub async fn load(&self, key: &AdapterKey) -> Result<Arc<HostAdapter>> {
-        if let Some(hit) = self.cache().get(key) {
-            self.metrics.adapter_hit("host");
+        if let Some(hit) = self.cached(key) {
             return Ok(hit);
         }
         self.metrics.adapter_miss();
@@ -541,4 +590,47 @@ pub async fn publish_new(
         registry.insert(Published { key: key.clone(), record });
     }
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_and_counts_evictions() {
+        let mut lru = Lru::new(3);
+        for k in 1..=3 {
+            assert_eq!(lru.insert(k, k * 10), 0);
+        }
+        // A hit makes 1 the most recent, so 2 is now the oldest.
+        assert_eq!(lru.get(&1), Some(10));
+        assert_eq!(lru.insert(4, 40), 1);
+        assert!(!lru.contains(&2), "the least recently used entry goes first");
+        assert!(lru.contains(&1) && lru.contains(&3) && lru.contains(&4));
+        // Replacing a key is not an eviction and does not leave a stale recency entry behind.
+        assert_eq!(lru.insert(3, 31), 0);
+        assert_eq!(lru.get(&3), Some(31));
+        assert_eq!(lru.len(), 3);
+        // 1 (hit before 4 came) is now the oldest; then 4.
+        assert_eq!(lru.insert(5, 50), 1);
+        assert!(!lru.contains(&1));
+        assert!(lru.remove(&4));
+        assert!(!lru.remove(&4));
+        assert_eq!(lru.insert(6, 60), 0, "a removed entry frees its place");
+        assert_eq!(lru.insert(7, 70), 1);
+        assert!(!lru.contains(&3), "3 was the oldest left");
+        assert_eq!(lru.order.len(), lru.entries.len(), "one recency entry per key");
+        // A miss changes nothing.
+        assert_eq!(lru.get(&99), None);
+        assert_eq!(lru.len(), 3);
+    }
+
+    #[test]
+    fn lru_capacity_is_at_least_one() {
+        let mut lru = Lru::new(0);
+        assert_eq!(lru.insert("a", 1), 0);
+        assert_eq!(lru.insert("b", 2), 1);
+        assert_eq!(lru.get(&"b"), Some(2));
+        assert_eq!(lru.get(&"a"), None);
+    }
 }

@@ -360,43 +360,53 @@ impl Worker {
                     self.metrics.adapter_hit("active");
                 }
             }
-            Msg::Loaded { key, result } => {
-                let now = Instant::now();
-                match result {
-                    Ok(host) => {
-                        if let Ok(slot) = self.scheduler.loaded(&key, true, now) {
-                            self.active.install(slot, &host);
-                            self.slot_hosts[slot] = Some(host);
-                            self.metrics.adapter_loaded("active");
-                        }
-                    }
-                    Err(e) => {
-                        if let Err(waiting) = self.scheduler.loaded(&key, false, now) {
-                            for entry in waiting {
-                                self.admission.release();
-                                self.report.failed += 1;
-                                entry.send(Event::Failed(e.for_another()));
-                            }
-                        }
-                    }
-                }
-            }
+            Msg::Loaded { key, result } => self.loaded(&key, result),
             Msg::Prefetch(key) => self.scheduler.prefetch(key),
             Msg::Unload(key) => self.scheduler.unload(key),
             Msg::Shutdown => self.shutdown_at = self.shutdown_at.or(Some(Instant::now())),
         }
     }
 
+    /// An adapter the scheduler asked for is in host memory (or failed to load): install it in
+    /// its slot, or fail the requests waiting for it.
+    fn loaded(&mut self, key: &AdapterKey, result: Result<Arc<HostAdapter>>) {
+        let now = Instant::now();
+        match result {
+            Ok(host) => {
+                if let Ok(slot) = self.scheduler.loaded(key, true, now) {
+                    self.active.install(slot, &host);
+                    self.slot_hosts[slot] = Some(host);
+                    self.metrics.adapter_loaded("active");
+                }
+            }
+            Err(e) => {
+                if let Err(waiting) = self.scheduler.loaded(key, false, now) {
+                    for entry in waiting {
+                        self.admission.release();
+                        self.report.failed += 1;
+                        entry.send(Event::Failed(e.for_another()));
+                    }
+                }
+            }
+        }
+    }
+
     fn act(&mut self, action: Action) {
         match action {
-            Action::Load { key, slot: _ } => {
-                let loader = self.loader.clone();
-                let tx = self.tx.clone();
-                self.runtime.spawn(async move {
-                    let result = loader.load(&key).await;
-                    let _ = tx.send(Msg::Loaded { key, result });
-                });
-            }
+            // A host-memory hit is a lookup: installed at once, on this thread. Only a miss, which
+            // reads the object store, goes to a task (waking a runtime thread per load, with
+            // thousands of adapters in rotation, was a tenth of the engine's time).
+            Action::Load { key, slot: _ } => match self.loader.cached(&key) {
+                Some(host) => self.loaded(&key, Ok(host)),
+                None => {
+                    let loader = self.loader.clone();
+                    let tx = self.tx.clone();
+                    self.runtime.spawn(async move {
+                        let result = loader.load(&key).await;
+                        let _ = tx.send(Msg::Loaded { key, result });
+                    });
+                }
+            },
             Action::Evict { key: _, slot } => {
                 self.active.clear(slot);
                 self.slot_hosts[slot] = None;

@@ -623,7 +623,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "status": if admission.is_closed() { "shutting_down" } else { "ok" },
         "base_model": state.base_name,
         "adapters": state.registry.len(),
-        "adapters_in_host_memory": state.loader.cached(),
+        "adapters_in_host_memory": state.loader.cached_count(),
         "queued": admission.queued(),
         "admin_token_env": state.admin_token_env,
     });
