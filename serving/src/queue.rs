@@ -219,11 +219,6 @@ impl Queues {
         out
     }
 
-    /// Requests waiting for `target`.
-    pub fn waiting(&self, target: &Option<AdapterKey>) -> usize {
-        self.queue(target.as_ref()).map_or(0, VecDeque::len)
-    }
-
     /// Requests waiting for adapter `key`.
     pub fn waiting_for(&self, key: &AdapterKey) -> usize {
         self.queue(Some(key)).map_or(0, VecDeque::len)
