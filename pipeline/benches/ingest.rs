@@ -6,7 +6,8 @@
 //!   2. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log) into a fresh
 //!      warehouse whose inbox holds the same files as hard links.
 //! Prints rows/s of both, the bytes each table takes, and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
-//! (`BENCH_FILES` / `BENCH_ROWS` override the size; `BENCH_BASELINE_ZSTD=1` makes the baseline write
+//! (`BENCH_FILES` / `BENCH_ROWS` override the size; `BENCH_TRACE=1` prints ingest's cores busy per 100 ms;
+//! `BENCH_SIDES=ingest` runs ingest alone, for a profiler; `BENCH_BASELINE_ZSTD=1` makes the baseline write
 //! zstd, bronze's codec, instead of delta-rs's default snappy).
 
 use std::sync::Arc;
@@ -34,6 +35,39 @@ fn cpu_secs() -> f64 {
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
     f.iter().sum::<f64>() / 100.0
+}
+
+/// Samples this process's CPU use every `ms` milliseconds on a thread of its own
+/// (`BENCH_TRACE=1`): shows when ingest leaves a core idle.
+struct Sampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl Sampler {
+    fn start(ms: u64) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut busy = Vec::new();
+            let (mut t, mut c) = (Instant::now(), cpu_secs());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                let (t1, c1) = (Instant::now(), cpu_secs());
+                busy.push((c1 - c) / (t1 - t).as_secs_f64());
+                (t, c) = (t1, c1);
+            }
+            busy
+        });
+        Sampler { stop, thread }
+    }
+
+    /// Cores busy in each interval, e.g. `1.9 2.0 1.2 …`.
+    fn stop(self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let busy = self.thread.join().unwrap_or_default();
+        busy.iter().map(|b| format!("{b:.1}")).collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// Rounds of each side; the medians are compared (this machine's timings wander by ±30% run to run).
@@ -103,6 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // gives it the codec bronze uses (zstd level 1) instead.
     let baseline_zstd = std::env::var("BENCH_BASELINE_ZSTD").is_ok_and(|v| v == "1");
     let input_bytes = dir_bytes(&source.join("inbox"));
+    let ingest_only = std::env::var("BENCH_SIDES").is_ok_and(|v| v == "ingest");
 
     let (mut base_secs, mut base_cpu, mut ingest_secs, mut ingest_cpu) = (vec![], vec![], vec![], vec![]);
     let (mut base_bytes, mut bronze_bytes) = (0, 0);
@@ -111,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // and the same drift of the machine.
         settle();
         let cpu0 = cpu_secs();
-        let secs = rt.block_on(async {
+        let secs = if ingest_only { f64::NAN } else { rt.block_on(async {
             let t = Instant::now();
             // The inbox nests files under <datanet>/<address>/: list subdirectories too.
             let config = datafusion::prelude::SessionConfig::new()
@@ -136,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             write.await?;
             Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
-        })?;
+        })? };
         base_bytes = dir_bytes(&dir.path().join(format!("baseline-{round}")));
         base_secs.push(secs);
         base_cpu.push(cpu_secs() - cpu0);
@@ -151,6 +186,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::hard_link(source.join("inbox").join(rel), to)?;
         }
         settle();
+        let trace = std::env::var("BENCH_TRACE").is_ok_and(|v| v == "1").then(|| Sampler::start(100));
         let cpu1 = cpu_secs();
         let secs = rt.block_on(async {
             let t = Instant::now();
@@ -158,6 +194,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             assert_eq!(s.rows_added as f64, total, "ingest accepted every row: {:?}", s.quarantined_by_reason);
             Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
         })?;
+        if let Some(t) = trace {
+            eprintln!("  ingest cores busy per 100 ms: {}", t.stop());
+        }
         bronze_bytes = dir_bytes(&root.join("tables/bronze/contributions"));
         ingest_secs.push(secs);
         ingest_cpu.push(cpu_secs() - cpu1);
