@@ -280,6 +280,15 @@ impl pulp::WithSimd for Bgmv<'_> {
     }
 }
 
+/// The four rows of length `n` laid end to end in `four`.
+#[inline(always)]
+fn four_rows(four: &[f32], n: usize) -> [&[f32]; 4] {
+    let (r0, rest) = four.split_at(n);
+    let (r1, rest) = rest.split_at(n);
+    let (r2, r3) = rest.split_at(n);
+    [r0, r1, r2, r3]
+}
+
 /// `y[j] = x · a_t[j]` (`a_t` is `[y.len(), x.len()]`), four rows of `a_t` at a time.
 #[inline(always)]
 fn times_a<S: pulp::Simd>(simd: S, x: &[f32], a_t: &[f32], y: &mut [f32]) {
@@ -288,10 +297,7 @@ fn times_a<S: pulp::Simd>(simd: S, x: &[f32], a_t: &[f32], y: &mut [f32]) {
     let mut rows = a_t.chunks_exact(4 * din);
     let mut ys = y.chunks_exact_mut(4);
     for (four, yq) in rows.by_ref().zip(ys.by_ref()) {
-        let (r0, rest) = four.split_at(din);
-        let (r1, rest) = rest.split_at(din);
-        let (r2, r3) = rest.split_at(din);
-        let [(h0, t0), (h1, t1), (h2, t2), (h3, t3)] = [r0, r1, r2, r3].map(S::as_simd_f32s);
+        let [(h0, t0), (h1, t1), (h2, t2), (h3, t3)] = four_rows(four, din).map(S::as_simd_f32s);
         let zero = simd.splat_f32s(0.0);
         let mut acc = [zero; 4];
         for ((((xv, a0), a1), a2), a3) in xh.iter().zip(h0).zip(h1).zip(h2).zip(h3) {
@@ -329,10 +335,7 @@ fn add_times_b<S: pulp::Simd>(simd: S, y: &[f32], b: &[f32], o: &mut [f32]) {
     let mut rows = b.chunks_exact(4 * dout);
     let mut ys = y.chunks_exact(4);
     for (four, yq) in rows.by_ref().zip(ys.by_ref()) {
-        let (r0, rest) = four.split_at(dout);
-        let (r1, rest) = rest.split_at(dout);
-        let (r2, r3) = rest.split_at(dout);
-        let [(h0, t0), (h1, t1), (h2, t2), (h3, t3)] = [r0, r1, r2, r3].map(S::as_simd_f32s);
+        let [(h0, t0), (h1, t1), (h2, t2), (h3, t3)] = four_rows(four, dout).map(S::as_simd_f32s);
         let [y0, y1, y2, y3] = [yq[0], yq[1], yq[2], yq[3]].map(|v| simd.splat_f32s(v));
         for ((((ov, b0), b1), b2), b3) in oh.iter_mut().zip(h0).zip(h1).zip(h2).zip(h3) {
             let acc = simd.mul_add_f32s(y0, *b0, *ov);
