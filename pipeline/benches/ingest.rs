@@ -38,33 +38,37 @@ fn cpu_secs() -> f64 {
 }
 
 /// Samples this process's CPU use every `ms` milliseconds on a thread of its own
-/// (`BENCH_TRACE=1`): shows when ingest leaves a core idle.
+/// (`BENCH_TRACE=1`): shows when ingest leaves a core idle. The last interval ends when
+/// [`Sampler::stop`] is called, so it holds no time after the measured work.
 struct Sampler {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<Vec<f64>>,
 }
 
 impl Sampler {
     fn start(ms: u64) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let mut busy = Vec::new();
             let (mut t, mut c) = (Instant::now(), cpu_secs());
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
+            loop {
+                // Stopped, or the sampler dropped: this interval is the last.
+                let wait = stopped.recv_timeout(std::time::Duration::from_millis(ms));
+                let last = !matches!(wait, Err(std::sync::mpsc::RecvTimeoutError::Timeout));
                 let (t1, c1) = (Instant::now(), cpu_secs());
                 busy.push((c1 - c) / (t1 - t).as_secs_f64());
                 (t, c) = (t1, c1);
+                if last {
+                    return busy;
+                }
             }
-            busy
         });
         Sampler { stop, thread }
     }
 
     /// Cores busy in each interval, e.g. `1.9 2.0 1.2 …`.
     fn stop(self) -> String {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.stop.send(());
         let busy = self.thread.join().unwrap_or_default();
         busy.iter().map(|b| format!("{b:.1}")).collect::<Vec<_>>().join(" ")
     }
@@ -144,37 +148,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..ROUNDS {
         // Baseline first in each round, alternating with ingest, so both see the same page cache
         // and the same drift of the machine.
-        settle();
-        let cpu0 = cpu_secs();
-        let secs = if ingest_only { f64::NAN } else { rt.block_on(async {
-            let t = Instant::now();
-            // The inbox nests files under <datanet>/<address>/: list subdirectories too.
-            let config = datafusion::prelude::SessionConfig::new()
-                .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
-            let ctx = SessionContext::new_with_config(config);
-            let inbox = format!("{}/", source.join("inbox").display());
-            let df = ctx.read_parquet(inbox, ParquetReadOptions::default().file_extension(".parquet")).await?;
-            let batches = df.collect().await?;
-            let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-            assert_eq!(n as f64, total, "baseline read every row");
-            let out = dir.path().join(format!("baseline-{round}"));
-            std::fs::create_dir_all(&out)?;
-            let url = url::Url::from_directory_path(&out).map_err(|_| "url")?;
-            let table = deltalake::DeltaTable::try_from_url(url).await?;
-            let mut write = table.write(batches);
-            if baseline_zstd {
-                write = write.with_writer_properties(
-                    parquet::file::properties::WriterProperties::builder()
-                        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-                        .build(),
-                );
-            }
-            write.await?;
-            Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
-        })? };
-        base_bytes = dir_bytes(&dir.path().join(format!("baseline-{round}")));
-        base_secs.push(secs);
-        base_cpu.push(cpu_secs() - cpu0);
+        if !ingest_only {
+            settle();
+            let cpu0 = cpu_secs();
+            let secs = rt.block_on(async {
+                let t = Instant::now();
+                // The inbox nests files under <datanet>/<address>/: list subdirectories too.
+                let config = datafusion::prelude::SessionConfig::new()
+                    .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
+                let ctx = SessionContext::new_with_config(config);
+                let inbox = format!("{}/", source.join("inbox").display());
+                let df = ctx.read_parquet(inbox, ParquetReadOptions::default().file_extension(".parquet")).await?;
+                let batches = df.collect().await?;
+                let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                assert_eq!(n as f64, total, "baseline read every row");
+                let out = dir.path().join(format!("baseline-{round}"));
+                std::fs::create_dir_all(&out)?;
+                let url = url::Url::from_directory_path(&out).map_err(|_| "url")?;
+                let table = deltalake::DeltaTable::try_from_url(url).await?;
+                let mut write = table.write(batches);
+                if baseline_zstd {
+                    write = write.with_writer_properties(
+                        parquet::file::properties::WriterProperties::builder()
+                            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                            .build(),
+                    );
+                }
+                write.await?;
+                Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
+            })?;
+            base_bytes = dir_bytes(&dir.path().join(format!("baseline-{round}")));
+            base_secs.push(secs);
+            base_cpu.push(cpu_secs() - cpu0);
+        }
 
         // A fresh warehouse whose inbox holds the same files (hard links: same bytes, same cache).
         let cfg = bench_config(&dir.path().join(format!("round-{round}")));
@@ -200,21 +206,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bronze_bytes = dir_bytes(&root.join("tables/bronze/contributions"));
         ingest_secs.push(secs);
         ingest_cpu.push(cpu_secs() - cpu1);
-        eprintln!("  round {round}: baseline {:.2} s, ingest {:.2} s, ratio {:.2}", base_secs[round], secs, base_secs[round] / secs);
+        match base_secs.get(round) {
+            Some(b) => eprintln!("  round {round}: baseline {b:.2} s, ingest {secs:.2} s, ratio {:.2}", b / secs),
+            None => eprintln!("  round {round}: ingest {secs:.2} s"),
+        }
     }
 
-    let (b, i) = (median(base_secs), median(ingest_secs));
-    println!("ingest benchmark: {files} files, {} rows, median of {ROUNDS} alternating rounds", total as u64);
+    let i = median(ingest_secs);
+    let rounds = if ingest_only { "rounds of ingest alone" } else { "alternating rounds" };
+    println!("ingest benchmark: {files} files, {} rows, median of {ROUNDS} {rounds}", total as u64);
     let codec = if baseline_zstd { "zstd" } else { "snappy" };
-    println!("  baseline (DataFusion read + one Delta write, {codec}): {b:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / b, median(base_cpu));
+    let b = (!ingest_only).then(|| median(base_secs));
+    if let Some(b) = b {
+        println!("  baseline (DataFusion read + one Delta write, {codec}): {b:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / b, median(base_cpu));
+    }
     println!("  tributary ingest (validate, ids, log, txn):   {i:8.2} s  {:12.0} rows/s  cpu {:6.2} s", total / i, median(ingest_cpu));
     let mb = |b: u64| b as f64 / 1e6;
-    println!(
-        "  bytes: input {:.1} MB; baseline table {:.1} MB; bronze.contributions {:.1} MB",
-        mb(input_bytes),
-        mb(base_bytes),
-        mb(bronze_bytes)
-    );
-    println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", b / i);
+    let baseline_table = if ingest_only { String::new() } else { format!("baseline table {:.1} MB; ", mb(base_bytes)) };
+    println!("  bytes: input {:.1} MB; {baseline_table}bronze.contributions {:.1} MB", mb(input_bytes), mb(bronze_bytes));
+    if let Some(b) = b {
+        println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", b / i);
+    }
     Ok(())
 }
