@@ -15,7 +15,12 @@
 //!   correlated on the mean validation loss;
 //! - the **noise ceiling**: the same LDS when the "prediction" is a second retraining of each
 //!   subset from another seed (no attribution method can beat retraining noise), with every LDS
-//!   also reported as a fraction of it;
+//!   also reported as a fraction of it. Each subset is retrained from two seeds anyway, so every
+//!   LDS is computed against each of the two retrainings and the two figures averaged: the same
+//!   single-seed LDS, with less of the luck of one seed in it (the two differ by up to 0.1 at 50
+//!   subsets);
+//! - an **oracle count** for the contributor-level LDS of the corrupted scenario: a subset's loss
+//!   predicted by how many falsified rows it keeps — what knowing the bad rows exactly buys;
 //! - a **random-score control** (LDS ≈ 0) and the **cost** of each method relative to one training
 //!   epoch.
 //!
@@ -77,20 +82,56 @@ impl Default for EvalConfig {
 /// Figures of one method in one scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodFigures {
-    /// `exact-block`, …, or a baseline (`training loss`, `random`).
+    /// `exact-block`, …, or a baseline (`training loss`, `random`, the oracle count).
     pub name: String,
     /// Detection AUC from train→validation influence (corrupted scenario only).
     pub auc_influence: Option<f64>,
     /// Detection AUC from self-influence (corrupted scenario only).
     pub auc_self: Option<f64>,
-    /// Example-level LDS.
+    /// Example-level LDS (the mean of `lds_example_each`).
     pub lds_example: Option<f64>,
-    /// Contributor-level LDS.
+    /// Contributor-level LDS (the mean of `lds_contributor_each`).
     pub lds_contributor: Option<f64>,
+    /// Example-level LDS against the first and the second seed's retrainings.
+    pub lds_example_each: Option<[f64; 2]>,
+    /// Contributor-level LDS against the first and the second seed's retrainings.
+    pub lds_contributor_each: Option<[f64; 2]>,
     /// Seconds spent attributing.
     pub seconds: Option<f64>,
     /// `seconds` / seconds of one training epoch.
     pub cost_epochs: Option<f64>,
+}
+
+impl MethodFigures {
+    /// A row with nothing measured yet.
+    fn named(name: &str) -> Self {
+        MethodFigures {
+            name: name.to_string(),
+            auc_influence: None,
+            auc_self: None,
+            lds_example: None,
+            lds_contributor: None,
+            lds_example_each: None,
+            lds_contributor_each: None,
+            seconds: None,
+            cost_epochs: None,
+        }
+    }
+
+    /// A row with both LDS figures, each the mean over the two seeds' retrainings.
+    fn lds(name: &str, example: [f64; 2], contributor: [f64; 2]) -> Self {
+        MethodFigures {
+            lds_example: Some(mean(&example)),
+            lds_contributor: Some(mean(&contributor)),
+            lds_example_each: Some(example),
+            lds_contributor_each: Some(contributor),
+            ..MethodFigures::named(name)
+        }
+    }
+
+    fn with_cost(self, seconds: f64, epoch_seconds: f64) -> Self {
+        MethodFigures { seconds: Some(seconds), cost_epochs: Some(seconds / epoch_seconds.max(1e-9)), ..self }
+    }
 }
 
 /// One scenario's results.
@@ -118,10 +159,28 @@ pub struct ScenarioReport {
     pub ceiling_contributor: f64,
     /// Methods and baselines.
     pub methods: Vec<MethodFigures>,
+    /// What the contributor-level LDS was computed from, for analyses beyond the table.
+    pub contributor_lds: ContributorLdsData,
     /// Retrainings run.
     pub retrainings: usize,
     /// Wall seconds of the scenario.
     pub seconds: f64,
+}
+
+/// The raw material of the contributor-level LDS: who owns which row, which contributors each
+/// retraining kept, and the mean validation loss it reached (from each of the two seeds).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContributorLdsData {
+    /// Each training row's owner index.
+    pub row_contributor: Vec<usize>,
+    /// Each training row's region (the fact it teaches is about).
+    pub row_region: Vec<usize>,
+    /// Whether each training row was falsified.
+    pub row_falsified: Vec<bool>,
+    /// Contributors kept by each retraining (sorted).
+    pub kept: Vec<Vec<usize>>,
+    /// Mean validation loss of each retraining, from the first and the second seed.
+    pub loss: [Vec<f64>; 2],
 }
 
 /// The whole benchmark.
@@ -329,6 +388,7 @@ fn scenario(
     let contributors = cfg.kb.contributors.max(1);
     let mut row_subsets = Vec::new();
     let mut contrib_subsets = Vec::new();
+    let mut kept = Vec::new();
     for _ in 0..cfg.subsets {
         let mut idx: Vec<usize> = (0..n).collect();
         idx.shuffle(&mut rng);
@@ -339,6 +399,8 @@ fn scenario(
         cs.shuffle(&mut rng);
         cs.truncate(contributors / 2);
         let rows: Vec<usize> = (0..n).filter(|&i| cs.contains(&kb.train[i].contributor)).collect();
+        cs.sort_unstable();
+        kept.push(cs);
         contrib_subsets.push(rows);
     }
     let mut jobs = Vec::new();
@@ -370,6 +432,9 @@ fn scenario(
         let inf = scores.row_influence();
         contrib_subsets.iter().map(|rows| -rows.iter().map(|&i| inf[i]).sum::<f64>()).collect()
     };
+    // Every LDS against each seed's retrainings.
+    let ex_each = |pred: &[Vec<f64>]| [lds_example(pred, &ex_a), lds_example(pred, &ex_b)];
+    let co_each = |pred: &[f64]| [spearman(pred, &co_a), spearman(pred, &co_b)];
     let corrupted = corrupted_rows > 0;
     let mut methods = Vec::new();
     for (m, scores, seconds) in &method_scores {
@@ -379,21 +444,11 @@ fn scenario(
             name: m.name().to_string(),
             auc_influence: corrupted.then(|| auc(&neg, &labels)),
             auc_self: corrupted.then(|| auc(&scores.self_influence, &labels)),
-            lds_example: Some(lds_example(&predicted(scores, &row_subsets), &ex_a)),
-            lds_contributor: Some(spearman(&contributor_pred(scores), &co_a)),
-            seconds: Some(*seconds),
-            cost_epochs: Some(seconds / epoch_seconds.max(1e-9)),
-        });
+            ..MethodFigures::lds(m.name(), ex_each(&predicted(scores, &row_subsets)), co_each(&contributor_pred(scores)))
+        }
+        .with_cost(*seconds, epoch_seconds));
     }
-    methods.push(MethodFigures {
-        name: "training loss".into(),
-        auc_influence: corrupted.then(|| auc(&train_loss, &labels)),
-        auc_self: None,
-        lds_example: None,
-        lds_contributor: None,
-        seconds: None,
-        cost_epochs: None,
-    });
+    methods.push(MethodFigures { auc_influence: corrupted.then(|| auc(&train_loss, &labels)), ..MethodFigures::named("training loss") });
     let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0xa11ce);
     let random = Scores {
         n_train: n,
@@ -402,14 +457,27 @@ fn scenario(
         self_influence: (0..n).map(|_| rng.random::<f64>()).collect(),
     };
     methods.push(MethodFigures {
-        name: "random".into(),
         auc_influence: corrupted.then(|| auc(&random.row_influence(), &labels)),
         auc_self: corrupted.then(|| auc(&random.self_influence, &labels)),
-        lds_example: Some(lds_example(&predicted(&random, &row_subsets), &ex_a)),
-        lds_contributor: Some(spearman(&contributor_pred(&random), &co_a)),
-        seconds: None,
-        cost_epochs: None,
+        ..MethodFigures::lds("random", ex_each(&predicted(&random, &row_subsets)), co_each(&contributor_pred(&random)))
     });
+    // The oracle knows the falsified rows: a subset's loss rises with how many it keeps.
+    let oracle_pred: Vec<f64> =
+        contrib_subsets.iter().map(|rows| rows.iter().filter(|&&i| labels[i]).count() as f64).collect();
+    let oracle = MethodFigures::named("oracle: falsified rows kept");
+    methods.push(if corrupted {
+        let each = co_each(&oracle_pred);
+        MethodFigures { lds_contributor: Some(mean(&each)), lds_contributor_each: Some(each), ..oracle }
+    } else {
+        oracle
+    });
+    let contributor_lds = ContributorLdsData {
+        row_contributor: kb.train.iter().map(|r| r.contributor).collect(),
+        row_region: kb.train.iter().map(|r| r.region).collect(),
+        row_falsified: labels.clone(),
+        kept,
+        loss: [co_a, co_b],
+    };
     Ok(ScenarioReport {
         name: name.to_string(),
         train_rows: n,
@@ -422,6 +490,7 @@ fn scenario(
         ceiling_example,
         ceiling_contributor,
         methods,
+        contributor_lds,
         retrainings: jobs.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -481,6 +550,23 @@ impl EvalReport {
             "| noise ceiling (2nd seed) | – | – | {:.2} | {:.2} | {:.2} | {:.2} | – |\n",
             c.ceiling_example, c.ceiling_contributor, k.ceiling_example, k.ceiling_contributor
         ));
+        let each = |x: Option<[f64; 2]>| x.map_or_else(|| "–".to_string(), |[a, b]| format!("{a:.2}/{b:.2}"));
+        out.push_str("\nEach LDS above is the mean of the LDS against the first and against the second seed's retrainings:");
+        for (mc, mk) in c.methods.iter().zip(&k.methods) {
+            if mc.lds_example_each.is_none() && mc.lds_contributor_each.is_none() {
+                continue;
+            }
+            out.push_str(&format!(
+                " {}: {}, {}, clean {}, {};",
+                mc.name,
+                each(mc.lds_example_each),
+                each(mc.lds_contributor_each),
+                each(mk.lds_example_each),
+                each(mk.lds_contributor_each)
+            ));
+        }
+        out.pop();
+        out.push_str(".\n");
         out.push_str(&format!(
             "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
              validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings; {:.0}s in all; \

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Why contributor-level LDS stops where it does: what simple models of a retraining's loss reach.
+
+Reads the JSON report of `tributary eval attribution --output report.json` (its `contributor_lds`
+section: who owns which row, which contributors each retraining kept, the mean validation loss from
+each of two seeds) and, per scenario, correlates the measured losses with models that know the
+ground truth, each fit by ridge regression and scored out of sample (10-fold cross-validation),
+with Spearman's rho averaged over the two seeds like the table's LDS:
+
+  * falsified rows kept                      — the oracle count of the table, fit instead of ranked
+  * + regions left without a correct row     — coverage that falls to zero, the non-additive part
+  * correct rows kept per region + falsified — additive in rows, 17 weights
+  * one weight per contributor               — the best additive contributor model 50 retrainings can fit
+
+Standard library only: python3 bench/contributor_lds.py report.json
+"""
+
+import json
+import sys
+
+
+def ranks(x):
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    r = [0.0] * len(x)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def pearson(a, b):
+    n = len(a)
+    ma, mb = sum(a) / n, sum(b) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    va = sum((x - ma) ** 2 for x in a)
+    vb = sum((y - mb) ** 2 for y in b)
+    return cov / (va * vb) ** 0.5 if va > 0 and vb > 0 else 0.0
+
+
+def spearman(a, b):
+    return pearson(ranks(a), ranks(b))
+
+
+def solve(a, b):
+    """Solve a x = b (a square, small) by Gaussian elimination with partial pivoting."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        m[c], m[p] = m[p], m[c]
+        for r in range(c + 1, n):
+            f = m[r][c] / m[c][c]
+            for k in range(c, n + 1):
+                m[r][k] -= f * m[c][k]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][k] * x[k] for k in range(r + 1, n))) / m[r][r]
+    return x
+
+
+def ridge_cv(features, y, lam, folds=10):
+    """Out-of-sample predictions of a ridge fit (intercept unpenalised) over `folds` folds."""
+    rows = [f + [1.0] for f in features]
+    d = len(rows[0])
+    pred = [0.0] * len(y)
+    for fold in range(folds):
+        test = set(range(fold, len(y), folds))
+        train = [i for i in range(len(y)) if i not in test]
+        ata = [[sum(rows[i][p] * rows[i][q] for i in train) + (lam if p == q and p < d - 1 else 0.0) for q in range(d)] for p in range(d)]
+        atb = [sum(rows[i][p] * y[i] for i in train) for p in range(d)]
+        w = solve(ata, atb)
+        for i in test:
+            pred[i] = sum(wi * xi for wi, xi in zip(w, rows[i]))
+    return pred
+
+
+def standardise(features):
+    cols = list(zip(*features))
+    out = []
+    for col in cols:
+        m = sum(col) / len(col)
+        s = (sum((v - m) ** 2 for v in col) / len(col)) ** 0.5 or 1.0
+        out.append([(v - m) / s for v in col])
+    return [list(r) for r in zip(*out)]
+
+
+def scenario(s):
+    d = s["contributor_lds"]
+    owner, region, bad = d["row_contributor"], d["row_region"], d["row_falsified"]
+    kept, (loss_a, loss_b) = d["kept"], d["loss"]
+    contributors = max(owner) + 1
+    regions = max(region) + 1
+    rows_of = [[i for i, c in enumerate(owner) if c in set(k)] for k in kept]
+    falsified = [[float(sum(bad[i] for i in rows))] for rows in rows_of]
+    correct = [[float(sum(1 for i in rows if region[i] == r and not bad[i])) for r in range(regions)] for rows in rows_of]
+    empty = [[float(sum(1 for c in cs if c == 0))] for cs in correct]
+    per_contributor = [[1.0 if c in set(k) else 0.0 for c in range(contributors)] for k in kept]
+    models = [
+        ("falsified rows kept", falsified),
+        ("falsified rows kept + regions left without a correct row", [f + e for f, e in zip(falsified, empty)]),
+        ("correct rows kept per region + falsified rows kept", [c + f for c, f in zip(correct, falsified)]),
+        ("one weight per contributor (additive)", per_contributor),
+    ]
+    if not any(bad):
+        # Nothing falsified (the clean scenario): the falsified count is constant, leave it out.
+        models = [(n.replace(" + falsified rows kept", ""), [f[:-1] for f in x] if "per region" in n else x)
+                  for n, x in models if not n.startswith("falsified")]
+    print(f"\n{s['name']}: {len(kept)} retrainings, noise ceiling {spearman(loss_a, loss_b):.2f}; "
+          f"regions left without a correct row per retraining: {sum(e[0] for e in empty) / len(empty):.2f} on average")
+    print(f"  {'model of the loss (10-fold ridge, out of sample)':<62} {'rho':>5}  (seed 1 / seed 2)")
+    for name, features in models:
+        x = standardise(features)
+        best = None
+        for lam in (0.1, 1.0, 10.0):
+            each = [spearman(ridge_cv(x, y, lam), y) for y in (loss_a, loss_b)]
+            if best is None or sum(each) > sum(best[1]):
+                best = (lam, each)
+        lam, each = best
+        print(f"  {name:<62} {sum(each) / 2:5.2f}  ({each[0]:.2f} / {each[1]:.2f}; ridge {lam:g})")
+    for m in s["methods"]:
+        if m.get("lds_contributor_each"):
+            a, b = m["lds_contributor_each"]
+            print(f"  {'table: ' + m['name']:<62} {(a + b) / 2:5.2f}  ({a:.2f} / {b:.2f})")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: contributor_lds.py REPORT.json  (from `tributary eval attribution --output`)")
+    with open(sys.argv[1]) as f:
+        report = json.load(f)
+    for s in report["scenarios"]:
+        scenario(s)
+
+
+if __name__ == "__main__":
+    main()
