@@ -17,7 +17,7 @@
 //!   subset from another seed (no attribution method can beat retraining noise), with every LDS
 //!   also reported as a fraction of it. Each subset is retrained from two seeds anyway, so every
 //!   LDS is computed against each of the two retrainings and the two figures averaged: the same
-//!   single-seed LDS, with less of the luck of one seed in it (the two differ by up to 0.1 at 50
+//!   single-seed LDS, with less of the luck of one seed in it (the two differed by up to 0.18 at 50
 //!   subsets);
 //! - an **oracle count** for the contributor-level LDS of the corrupted scenario: a subset's loss
 //!   predicted by how many falsified rows it keeps — what knowing the bad rows exactly buys;
