@@ -25,8 +25,8 @@ pub struct AttributeArgs {
     /// A specific adapter version (default: the newest of the epoch).
     #[arg(long)]
     pub adapter: Option<String>,
-    /// Damping relative to the mean curvature (default: the method's).
-    #[arg(long)]
+    /// Damping relative to the mean curvature, positive (default: the method's).
+    #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
     pub damping: Option<f64>,
     /// exact-block: where the curvature comes from — val-sampled (Gauss-Newton matrix on the
     /// validation rows, the default), val-observed (their empirical Fisher), train-sampled or

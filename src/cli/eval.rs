@@ -9,6 +9,7 @@ use tributary_jobs::base_model::BaseModelSpec;
 use tributary_jobs::compute::Compute;
 use tributary_jobs::eval::{self, EvalConfig, EvalProgress};
 use tributary_jobs::model::BaseModel;
+use tributary_jobs::train::TrainConfig;
 
 use super::{App, Format};
 
@@ -39,6 +40,12 @@ struct AttributionArgs {
     /// exact-block's curvature: val-sampled, val-observed, train-sampled or train-observed.
     #[arg(long, default_value = "val-sampled", value_parser = super::flag_value::<Curvature>)]
     curvature: Curvature,
+    /// Damping of exact-block and datainf, positive (default: each method's).
+    #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
+    damping: Option<f64>,
+    /// Training epochs of the adapter and of every retraining (default: `tributary train`'s).
+    #[arg(long, default_value_t = TrainConfig::default().epochs as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: u64,
     /// Base model under models/ (built with the default spec if missing).
     #[arg(long)]
     base_model: Option<String>,
@@ -61,7 +68,15 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         super::base_model::init(app, &spec, Compute::Cpu, false).await?;
     }
     let base = BaseModel::load(&warehouse, &name, &device).await?;
-    let mut cfg = EvalConfig { subsets: a.subsets, threads: a.threads, methods: a.methods, curvature: a.curvature, ..EvalConfig::default() };
+    let mut cfg = EvalConfig {
+        subsets: a.subsets,
+        threads: a.threads,
+        methods: a.methods,
+        curvature: a.curvature,
+        damping: a.damping,
+        ..EvalConfig::default()
+    };
+    cfg.train.epochs = usize::try_from(a.epochs)?;
     cfg.kb.seed = a.seed;
 
     let bar = ProgressBar::new(0);

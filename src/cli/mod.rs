@@ -162,6 +162,13 @@ where
     s.trim().parse().map_err(|e: T::Err| e.to_string())
 }
 
+/// A clap value parser for a positive, finite number (`--damping`, `--lr`): zero, a negative
+/// value, `inf` or `NaN` is a usage error (exit 2) naming the flag.
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v > 0.0 && v.is_finite() { Ok(v) } else { Err(format!("{v} is not a positive finite number")) }
+}
+
 /// A flag set on Ctrl-C or SIGTERM (printing `message`), for long jobs that stop at their next safe
 /// point (a commit, a checkpoint). The handlers are installed now, by the same
 /// [`tributary_serving::shutdown_signal`] `tributary serve` stops on.

@@ -41,7 +41,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     pub batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().lr)]
+    #[arg(long, default_value_t = TrainConfig::default().lr, allow_negative_numbers = true, value_parser = super::positive_f64)]
     pub lr: f64,
     /// Seed (initialization, batch order, dropout).
     #[arg(long, default_value_t = TrainConfig::default().seed)]

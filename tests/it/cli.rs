@@ -32,6 +32,21 @@ fn usage_errors_exit_2_and_help_exists_everywhere() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(flag) && err.contains(valid), "{flag} {value}: {err}");
     }
+    // A damping, learning rate or epoch count that cannot work is a usage error naming the flag.
+    for args in [
+        vec!["attribute", "--datanet", "geo-qa", "--damping", "-1"],
+        vec!["attribute", "--datanet", "geo-qa", "--damping", "0"],
+        vec!["train", "--datanet", "geo-qa", "--lr", "NaN"],
+        vec!["train", "--datanet", "geo-qa", "--lr", "-0.01"],
+        vec!["eval", "attribution", "--damping", "inf"],
+        vec!["eval", "attribution", "--epochs", "0"],
+    ] {
+        let out = bin().args(&args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let flag = args[args.len() - 2];
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag) && err.contains("invalid value") && !err.contains("missing"), "{args:?}: {err}");
+    }
     // A bad method in `eval attribution --methods` is refused before the base model is built.
     let out = bin().args(["eval", "attribution", "--methods", "exact-block, bogus"]).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -193,6 +193,22 @@ impl AttributionConfig {
         AttributionConfig { method, damping: None, chunk: 32, curvature: Curvature::default() }
     }
 
+    /// Check the settings before any gradient is computed: a damping that is zero, negative or not
+    /// finite would make the damped curvature singular or indefinite (or DataInf divide by zero),
+    /// which would otherwise surface only minutes later, as a failed factorization or as scores
+    /// that mean nothing.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(d) = self.damping {
+            if !(d > 0.0 && d.is_finite()) {
+                return Err(Error::InvalidArgument(format!("damping {d} must be a positive finite number")));
+            }
+        }
+        if self.chunk == 0 {
+            return Err(Error::InvalidArgument("rows per gradient pass (chunk) must be positive".into()));
+        }
+        Ok(())
+    }
+
     /// The damping in effect.
     pub fn damping(&self) -> f64 {
         self.damping.unwrap_or_else(|| self.method.default_damping())
@@ -378,6 +394,7 @@ pub fn attribute(
     cfg: &AttributionConfig,
     cache: &mut dyn GradCache,
 ) -> Result<Scores> {
+    cfg.validate()?;
     if train.is_empty() || val.is_empty() {
         return Err(Error::InvalidArgument("attribution needs training and validation rows".into()));
     }
@@ -565,6 +582,7 @@ impl AttributeJob {
     /// Run the job.
     pub async fn execute(self) -> Result<AttributeSummary> {
         let started = Instant::now();
+        self.attribution.validate()?;
         let warehouse = self.tables.warehouse().clone();
         let datanet_cfg = self
             .config
@@ -874,4 +892,24 @@ async fn write_contributors(tables: &Tables, record: &AdapterRecord, method: Met
     let predicate =
         format!("epoch = {} AND datanet = {} AND method = {}", record.epoch, sql_str(&record.datanet), sql_str(method.name()));
     replace_rows(tables, &def, batch, predicate).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_up_front() {
+        for damping in [0.0, -0.1, f64::NAN, f64::INFINITY] {
+            let cfg = AttributionConfig { damping: Some(damping), ..AttributionConfig::new(Method::DataInf) };
+            let err = cfg.validate().expect_err("refused").to_string();
+            assert!(err.contains("damping") && err.contains("positive"), "{damping}: {err}");
+        }
+        let cfg = AttributionConfig { chunk: 0, ..AttributionConfig::new(Method::GradDot) };
+        assert!(cfg.validate().expect_err("refused").to_string().contains("chunk"));
+        for m in Method::ALL {
+            AttributionConfig::new(m).validate().expect("defaults are valid");
+            AttributionConfig { damping: Some(1e-3), ..AttributionConfig::new(m) }.validate().expect("small positive damping");
+        }
+    }
 }
