@@ -79,6 +79,13 @@ impl Default for EvalConfig {
     }
 }
 
+impl EvalConfig {
+    /// How `method` attributes in this benchmark.
+    pub fn attribution(&self, method: Method) -> AttributionConfig {
+        AttributionConfig { damping: self.damping, curvature: self.curvature, ..AttributionConfig::new(method) }
+    }
+}
+
 /// Figures of one method in one scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodFigures {
@@ -377,7 +384,7 @@ fn scenario(
             &val,
             pad,
             cfg.train.batch_size,
-            &AttributionConfig { damping: cfg.damping, curvature: cfg.curvature, ..AttributionConfig::new(m) },
+            &cfg.attribution(m),
             &mut NoCache,
         )?;
         method_scores.push((m, s, t.elapsed().as_secs_f64()));
@@ -500,6 +507,11 @@ fn scenario(
 pub fn run(base: &BaseModel, cfg: &EvalConfig, progress: &(dyn Fn(EvalProgress) + Sync)) -> Result<EvalReport> {
     if cfg.subsets < 2 {
         return Err(Error::InvalidArgument("LDS needs at least 2 subsets".into()));
+    }
+    // Every setting is checked before the first training, not minutes later.
+    cfg.train.validate()?;
+    for &m in &cfg.methods {
+        cfg.attribution(m).validate()?;
     }
     let started = Instant::now();
     let mut scenarios = Vec::new();

@@ -44,8 +44,8 @@ struct AttributionArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
     damping: Option<f64>,
     /// Training epochs of the adapter and of every retraining (default: `tributary train`'s).
-    #[arg(long, default_value_t = TrainConfig::default().epochs as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    epochs: u64,
+    #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    epochs: usize,
     /// Base model under models/ (built with the default spec if missing).
     #[arg(long)]
     base_model: Option<String>,
@@ -76,7 +76,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         damping: a.damping,
         ..EvalConfig::default()
     };
-    cfg.train.epochs = usize::try_from(a.epochs)?;
+    cfg.train.epochs = a.epochs;
     cfg.kb.seed = a.seed;
 
     let bar = ProgressBar::new(0);

@@ -209,3 +209,19 @@ async fn attribute_without_an_adapter_says_what_to_run() {
     }
     assert!("bogus".parse::<Method>().is_err());
 }
+
+/// The benchmark checks its settings before it trains anything: a bad damping fails at once, not
+/// after the adapter and its retrainings.
+#[test]
+fn eval_refuses_a_bad_damping_before_training() {
+    use tributary_jobs::eval::{self, EvalConfig};
+    let base = base();
+    for damping in [0.0, -1.0, f64::NAN] {
+        let cfg = EvalConfig { subsets: 2, damping: Some(damping), ..EvalConfig::default() };
+        let phases = std::sync::Mutex::new(Vec::new());
+        let err = eval::run(&base, &cfg, &|p| phases.lock().expect("lock").push(format!("{p:?}"))).expect_err("refused");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{damping}: {err}");
+        assert!(err.to_string().contains("damping"), "{damping}: {err}");
+        assert!(phases.lock().expect("lock").is_empty(), "{damping}: work started: {:?}", phases.lock());
+    }
+}
