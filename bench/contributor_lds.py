@@ -12,10 +12,17 @@ with Spearman's rho averaged over the two seeds like the table's LDS:
   * correct rows kept per region + falsified — additive in rows, 17 weights
   * one weight per contributor               — the best additive contributor model 50 retrainings can fit
 
+and, from each method's per-pair influences τ(i, v) (the report's `pair`), the table's additive
+prediction beside the same τ linearised in each validation row's margin instead of its loss (TRAK's
+choice of model output): a row's loss L = softplus(−z) is taken as a function of a margin z that
+moves additively, z(S) = z_full + Σ_removed τ(i, v) / (dL/dz), so a subset that strips a confident row
+of its support can raise its loss more than linearly. τ's own scale is used (nothing is fit).
+
 Standard library only: python3 bench/contributor_lds.py report.json
 """
 
 import json
+import math
 import sys
 
 
@@ -128,6 +135,33 @@ def scenario(s):
             print(f"  {'table: ' + m['name']:<62} {(a + b) / 2:5.2f}  ({a:.2f} / {b:.2f})")
 
 
+def margin_space(s):
+    d = s["contributor_lds"]
+    if not d.get("pair"):
+        return
+    owner, kept, (loss_a, loss_b) = d["row_contributor"], d["kept"], d["loss"]
+    full = d["val_loss_full"]
+    n, m = len(owner), len(full)
+    removed = [[i for i in range(n) if owner[i] not in set(k)] for k in kept]
+    # L = softplus(-z): z = -log(e^L - 1), dL/dz = -(1 - e^-L).
+    z = [-math.log(math.expm1(x)) for x in full]
+    slope = [-(1.0 - math.exp(-x)) for x in full]
+    print(f"  {'from τ(i, v) (the report pairs)':<62} {'rho':>5}  (seed 1 / seed 2)   rise: predicted / measured")
+    measured = sum(sum(r) / m - sum(full) / m for r in d["val_loss"][0]) / len(kept)
+    for name, pair in d["pair"]:
+        rise = [[sum(pair[i * m + v] for i in rows) for v in range(m)] for rows in removed]
+        linear = [sum(r) / m for r in rise]
+        margin = [sum(softplus(-(z[v] + r[v] / slope[v])) for v in range(m)) / m for r in rise]
+        for label, pred in ((f"{name}: additive in the loss (the table)", linear), (f"{name}: additive in the margin", margin)):
+            each = [spearman(pred, y) for y in (loss_a, loss_b)]
+            print(f"  {label:<62} {sum(each) / 2:5.2f}  ({each[0]:.2f} / {each[1]:.2f})"
+                  + (f"   {sum(linear) / len(linear):.3g} / {measured:.3g}" if pred is linear else ""))
+
+
+def softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: contributor_lds.py REPORT.json  (from `tributary eval attribution --output`)")
@@ -135,6 +169,7 @@ def main():
         report = json.load(f)
     for s in report["scenarios"]:
         scenario(s)
+        margin_space(s)
 
 
 if __name__ == "__main__":

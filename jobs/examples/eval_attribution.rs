@@ -69,5 +69,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })?;
     println!("{}", report.markdown());
+    if let Ok(path) = std::env::var("TRIBUTARY_EVAL_OUTPUT") {
+        std::fs::write(&path, serde_json::to_vec(&report)?)?;
+    }
     Ok(())
 }

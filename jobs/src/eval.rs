@@ -188,6 +188,12 @@ pub struct ContributorLdsData {
     pub kept: Vec<Vec<usize>>,
     /// Mean validation loss of each retraining, from the first and the second seed.
     pub loss: [Vec<f64>; 2],
+    /// Each validation row's loss under each retraining, from the first and the second seed.
+    pub val_loss: [Vec<Vec<f64>>; 2],
+    /// Each validation row's loss under the adapter trained on every row.
+    pub val_loss_full: Vec<f64>,
+    /// Each method's `τ(i, v)`, row-major `[N, M]`.
+    pub pair: Vec<(String, Vec<f64>)>,
 }
 
 /// The whole benchmark.
@@ -422,16 +428,18 @@ fn scenario(
     progress(EvalProgress::Phase(format!("{name}: {} retrainings on {} threads", jobs.len(), cfg.threads)));
     let results = run_all(base, &train, &val, &cfg.train, &jobs, cfg.threads, progress)?;
     let s = cfg.subsets;
-    let (mut ex_a, mut ex_b, mut co_a, mut co_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ex_a, mut ex_b, mut cv_a, mut cv_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, r) in results.into_iter().enumerate() {
         let (kind, replica) = (k / (2 * s), k % 2);
         match (kind, replica) {
             (0, 0) => ex_a.push(r),
             (0, _) => ex_b.push(r),
-            (_, 0) => co_a.push(mean(&r)),
-            _ => co_b.push(mean(&r)),
+            (_, 0) => cv_a.push(r),
+            _ => cv_b.push(r),
         }
     }
+    let co_a: Vec<f64> = cv_a.iter().map(|r| mean(r)).collect();
+    let co_b: Vec<f64> = cv_b.iter().map(|r| mean(r)).collect();
     let ceiling_example = lds_example(&ex_b, &ex_a);
     let ceiling_contributor = spearman(&co_b, &co_a);
 
@@ -484,6 +492,9 @@ fn scenario(
         row_falsified: labels.clone(),
         kept,
         loss: [co_a, co_b],
+        val_loss: [cv_a, cv_b],
+        val_loss_full: losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?,
+        pair: method_scores.iter().map(|(m, s, _)| (m.name().to_string(), s.pair.clone())).collect(),
     };
     Ok(ScenarioReport {
         name: name.to_string(),

@@ -225,3 +225,69 @@ fn eval_refuses_a_bad_damping_before_training() {
         assert!(phases.lock().expect("lock").is_empty(), "{damping}: work started: {:?}", phases.lock());
     }
 }
+
+/// A miniature benchmark run end to end: both scenarios, every baseline row of the table, and the
+/// raw data the report publishes for further analysis (`bench/contributor_lds.py`) — each table
+/// figure of the contributor-level LDS can be recomputed from it.
+#[test]
+fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
+    use tributary_jobs::eval::{self, EvalConfig, spearman};
+    let base = base();
+    let subsets = 4;
+    let cfg = EvalConfig {
+        kb: KbSpec { regions: 4, train_rows: 40, val_per_region: 2, contributors: 6, ..KbSpec::default() },
+        train: TrainConfig { epochs: 1, ..TrainConfig::default() },
+        subsets,
+        methods: vec![Method::ExactBlock, Method::GradDot],
+        ..EvalConfig::default()
+    };
+    let report = eval::run(&base, &cfg, &|_| {}).expect("benchmark runs");
+    let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["corrupted", "clean"]);
+    for s in &report.scenarios {
+        let (n, m) = (s.train_rows, s.val_rows);
+        assert_eq!((n, m, s.contributors), (40, 8, 6), "{}", s.name);
+        assert_eq!(s.corrupted_rows, if s.name == "corrupted" { 8 } else { 0 });
+        let methods: Vec<&str> = s.methods.iter().map(|f| f.name.as_str()).collect();
+        for want in ["exact-block", "graddot", "training loss", "random", "oracle: falsified rows kept"] {
+            assert!(methods.contains(&want), "{}: {want} missing from {methods:?}", s.name);
+        }
+        let d = &s.contributor_lds;
+        assert_eq!(d.row_contributor.len(), n);
+        assert_eq!(d.row_falsified.iter().filter(|f| **f).count(), s.corrupted_rows);
+        assert_eq!(d.kept.len(), subsets);
+        assert!(d.kept.iter().all(|k| k.len() == 3 && k.windows(2).all(|w| w[0] < w[1])), "{:?}", d.kept);
+        assert_eq!(d.val_loss_full.len(), m);
+        assert!(d.val_loss_full.iter().all(|l| l.is_finite() && *l > 0.0));
+        for seed in 0..2 {
+            assert_eq!(d.val_loss[seed].len(), subsets);
+            for (per_val, mean) in d.val_loss[seed].iter().zip(&d.loss[seed]) {
+                assert_eq!(per_val.len(), m);
+                assert!((per_val.iter().sum::<f64>() / m as f64 - mean).abs() < 1e-12);
+            }
+        }
+        assert_eq!(d.pair.len(), 2);
+        for (name, pair) in &d.pair {
+            assert_eq!(pair.len(), n * m, "{name}");
+            let influence: Vec<f64> = (0..n).map(|i| pair[i * m..(i + 1) * m].iter().sum::<f64>() / m as f64).collect();
+            let predicted: Vec<f64> = d
+                .kept
+                .iter()
+                .map(|k| -(0..n).filter(|&i| k.contains(&d.row_contributor[i])).map(|i| influence[i]).sum::<f64>())
+                .collect();
+            let fig = s.methods.iter().find(|f| &f.name == name).expect("method row");
+            let each = fig.lds_contributor_each.expect("contributor LDS");
+            for seed in 0..2 {
+                let again = spearman(&predicted, &d.loss[seed]);
+                assert!((again - each[seed]).abs() < 1e-9 || (again.is_nan() && each[seed].is_nan()), "{name}: {again} vs {each:?}");
+            }
+            let auc = fig.auc_influence;
+            assert_eq!(auc.is_some(), s.name == "corrupted", "{name}");
+            assert!(auc.is_none_or(|a| (0.0..=1.0).contains(&a)), "{name}: {auc:?}");
+        }
+    }
+    let table = report.markdown();
+    for want in ["exact-block", "graddot", "noise ceiling"] {
+        assert!(table.contains(want), "{want} missing from\n{table}");
+    }
+}
