@@ -12,9 +12,9 @@ with Spearman's rho averaged over the two seeds like the table's LDS:
   * correct rows kept per region + falsified — additive in rows, 17 weights
   * one weight per contributor               — the best additive contributor model 50 retrainings can fit
 
-and, from each method's per-pair influences τ(i, v) (the report's `pair`), the table's additive
-prediction beside the same τ linearised in each validation row's margin instead of its loss (TRAK's
-choice of model output): a row's loss L = softplus(−z) is taken as a function of a margin z that
+and, from each method's per-pair influences τ(i, v) (the report's `detail.pair`, written by
+`--output` only), the table's additive prediction beside the same τ linearised in each validation
+row's margin instead of its loss (TRAK's choice of model output): a row's loss L = softplus(−z) is taken as a function of a margin z that
 moves additively, z(S) = z_full + Σ_removed τ(i, v) / (dL/dz), so a subset that strips a confident row
 of its support can raise its loss more than linearly. τ's own scale is used (nothing is fit).
 
@@ -137,18 +137,19 @@ def scenario(s):
 
 def margin_space(s):
     d = s["contributor_lds"]
-    if not d.get("pair"):
+    detail = d.get("detail")
+    if not detail:
         return
     owner, kept, (loss_a, loss_b) = d["row_contributor"], d["kept"], d["loss"]
-    full = d["val_loss_full"]
+    full = detail["val_loss_full"]
     n, m = len(owner), len(full)
     removed = [[i for i in range(n) if owner[i] not in set(k)] for k in kept]
     # L = softplus(-z): z = -log(e^L - 1), dL/dz = -(1 - e^-L).
     z = [-math.log(math.expm1(x)) for x in full]
     slope = [-(1.0 - math.exp(-x)) for x in full]
     print(f"  {'from τ(i, v) (the report pairs)':<62} {'rho':>5}  (seed 1 / seed 2)   rise: predicted / measured")
-    measured = sum(sum(r) / m - sum(full) / m for r in d["val_loss"][0]) / len(kept)
-    for name, pair in d["pair"]:
+    measured = sum(sum(r) / m - sum(full) / m for r in detail["val_loss"][0]) / len(kept)
+    for name, pair in detail["pair"]:
         rise = [[sum(pair[i * m + v] for i in rows) for v in range(m)] for rows in removed]
         linear = [sum(r) / m for r in rise]
         margin = [sum(softplus(-(z[v] + r[v] / slope[v])) for v in range(m)) / m for r in rise]

@@ -188,6 +188,14 @@ pub struct ContributorLdsData {
     pub kept: Vec<Vec<usize>>,
     /// Mean validation loss of each retraining, from the first and the second seed.
     pub loss: [Vec<f64>; 2],
+    /// Per validation row (the bulk of the report; [`EvalReport::without_detail`] drops it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<LdsDetail>,
+}
+
+/// Per-validation-row material behind the contributor-level LDS.
+#[derive(Debug, Clone, Serialize)]
+pub struct LdsDetail {
     /// Each validation row's loss under each retraining, from the first and the second seed.
     pub val_loss: [Vec<Vec<f64>>; 2],
     /// Each validation row's loss under the adapter trained on every row.
@@ -492,9 +500,11 @@ fn scenario(
         row_falsified: labels.clone(),
         kept,
         loss: [co_a, co_b],
-        val_loss: [cv_a, cv_b],
-        val_loss_full: losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?,
-        pair: method_scores.iter().map(|(m, s, _)| (m.name().to_string(), s.pair.clone())).collect(),
+        detail: Some(LdsDetail {
+            val_loss: [cv_a, cv_b],
+            val_loss_full: losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?,
+            pair: method_scores.iter().map(|(m, s, _)| (m.name().to_string(), s.pair.clone())).collect(),
+        }),
     };
     Ok(ScenarioReport {
         name: name.to_string(),
@@ -548,6 +558,15 @@ fn fmt_frac(x: Option<f64>, ceiling: f64) -> String {
 }
 
 impl EvalReport {
+    /// The report without the per-validation-row detail (a few hundred kilobytes per method): what
+    /// `--format json` prints; `--output` keeps everything.
+    pub fn without_detail(mut self) -> Self {
+        for s in &mut self.scenarios {
+            s.contributor_lds.detail = None;
+        }
+        self
+    }
+
     /// The results as one Markdown table: every method and baseline, both scenarios side by side.
     pub fn markdown(&self) -> String {
         let (Some(c), Some(k)) = (self.scenarios.first(), self.scenarios.get(1)) else { return String::new() };

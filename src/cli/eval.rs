@@ -52,7 +52,8 @@ struct AttributionArgs {
     /// Seed of the generated datanet.
     #[arg(long, default_value_t = 11)]
     seed: u64,
-    /// Also write the full report as JSON here.
+    /// Also write the full report as JSON here, with the per-validation-row detail behind the
+    /// contributor-level LDS (for `bench/contributor_lds.py`).
     #[arg(long)]
     output: Option<PathBuf>,
 }
@@ -100,7 +101,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     match app.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report.without_detail())?),
         Format::Table => println!("{}", report.markdown()),
     }
     Ok(ExitCode::SUCCESS)

@@ -257,17 +257,18 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         assert_eq!(d.row_falsified.iter().filter(|f| **f).count(), s.corrupted_rows);
         assert_eq!(d.kept.len(), subsets);
         assert!(d.kept.iter().all(|k| k.len() == 3 && k.windows(2).all(|w| w[0] < w[1])), "{:?}", d.kept);
-        assert_eq!(d.val_loss_full.len(), m);
-        assert!(d.val_loss_full.iter().all(|l| l.is_finite() && *l > 0.0));
+        let detail = d.detail.as_ref().expect("the full report has the detail");
+        assert_eq!(detail.val_loss_full.len(), m);
+        assert!(detail.val_loss_full.iter().all(|l| l.is_finite() && *l > 0.0));
         for seed in 0..2 {
-            assert_eq!(d.val_loss[seed].len(), subsets);
-            for (per_val, mean) in d.val_loss[seed].iter().zip(&d.loss[seed]) {
+            assert_eq!(detail.val_loss[seed].len(), subsets);
+            for (per_val, mean) in detail.val_loss[seed].iter().zip(&d.loss[seed]) {
                 assert_eq!(per_val.len(), m);
                 assert!((per_val.iter().sum::<f64>() / m as f64 - mean).abs() < 1e-12);
             }
         }
-        assert_eq!(d.pair.len(), 2);
-        for (name, pair) in &d.pair {
+        assert_eq!(detail.pair.len(), 2);
+        for (name, pair) in &detail.pair {
             assert_eq!(pair.len(), n * m, "{name}");
             let influence: Vec<f64> = (0..n).map(|i| pair[i * m..(i + 1) * m].iter().sum::<f64>() / m as f64).collect();
             let predicted: Vec<f64> = d
@@ -290,4 +291,14 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
     for want in ["exact-block", "graddot", "noise ceiling"] {
         assert!(table.contains(want), "{want} missing from\n{table}");
     }
+    // `--format json` prints the report without the per-row detail, and nothing else is dropped.
+    let full_json = serde_json::to_value(&report).expect("json");
+    let short = serde_json::to_value(report.without_detail()).expect("json");
+    assert!(short["scenarios"].as_array().expect("scenarios").iter().all(|s| s["contributor_lds"].get("detail").is_none()));
+    let mut stripped = full_json.clone();
+    for s in stripped["scenarios"].as_array_mut().expect("scenarios") {
+        s["contributor_lds"].as_object_mut().expect("object").remove("detail");
+    }
+    assert_eq!(stripped, short);
+    assert!(full_json["scenarios"][0]["contributor_lds"]["detail"]["pair"].is_array());
 }
