@@ -10,7 +10,7 @@ with Spearman's rho averaged over the two seeds like the table's LDS:
   * falsified rows kept                      — the oracle count of the table, fit instead of ranked
   * + regions left without a correct row     — coverage that falls to zero, the non-additive part
   * correct rows kept per region + falsified — additive in rows, 17 weights
-  * one weight per contributor               — the best additive contributor model 50 retrainings can fit
+  * one weight per contributor               — the best additive contributor model the retrainings can fit
 
 and, from each method's per-pair influences τ(i, v) (the report's `detail.pair`, written by
 `--output` only), the table's additive prediction beside the same τ linearised in each validation
