@@ -8,7 +8,8 @@
 //! Prints rows/s of both, the bytes each table takes, and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
 //! (`BENCH_FILES` / `BENCH_ROWS` override the size; `BENCH_TRACE=1` prints ingest's cores busy per 100 ms;
 //! `BENCH_SIDES=ingest` runs ingest alone, for a profiler; `BENCH_BASELINE_ZSTD=1` makes the baseline write
-//! zstd, bronze's codec, instead of delta-rs's default snappy).
+//! zstd, bronze's codec, instead of delta-rs's default snappy; `BENCH_INPUT=snappy` or `zstd` writes the
+//! input files compressed — pyarrow's and polars' defaults — instead of uncompressed, parquet-rs's).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +19,23 @@ use rand::SeedableRng;
 use tributary_pipeline::config::{Config, DatanetConfig, DatanetKind, IngestConfig};
 use tributary_pipeline::ingest::IngestBuilder;
 use tributary_pipeline::sample::{fact_text, parquet_bytes, text_batch};
+
+/// One input file: as the sample generator writes it (uncompressed), or with `codec`.
+fn input_bytes_of(batch: &arrow::record_batch::RecordBatch, codec: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use parquet::basic::Compression;
+    let compression = match codec {
+        "uncompressed" => return Ok(parquet_bytes(batch)?.to_vec()),
+        "snappy" => Compression::SNAPPY,
+        "zstd" => Compression::ZSTD(Default::default()),
+        other => return Err(format!("BENCH_INPUT={other}: expected uncompressed, snappy or zstd").into()),
+    };
+    let props = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(out)
+}
 use tributary_pipeline::{Tables, Warehouse};
 
 /// The allocator the `tributary` binary uses (src/main.rs), so that both sides are measured as shipped.
@@ -124,7 +142,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("tributary-ingest-bench").tempdir()?;
     let source = dir.path().join("source");
 
-    eprintln!("generating {files} files × {rows_per_file} rows…");
+    let input_codec = std::env::var("BENCH_INPUT").unwrap_or_else(|_| "uncompressed".into());
+    eprintln!("generating {files} files × {rows_per_file} rows ({input_codec})…");
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut relative = Vec::with_capacity(files);
     for f in 0..files {
@@ -133,7 +152,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rel = format!("bench/{contributor}/part-{f:05}.parquet");
         let path = source.join("inbox").join(&rel);
         std::fs::create_dir_all(path.parent().ok_or("parent")?)?;
-        std::fs::write(path, parquet_bytes(&text_batch(&texts, &[]))?)?;
+        std::fs::write(path, input_bytes_of(&text_batch(&texts, &[]), &input_codec)?)?;
         relative.push(rel);
     }
     let total = (files * rows_per_file) as f64;
