@@ -88,7 +88,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let progress = move |p: EvalProgress| match p {
         EvalProgress::Phase(m) => {
             b.set_message(m.clone());
-            b.println(format!("  {m}"));
+            b.suspend(|| eprintln!("  {m}"));
         }
         EvalProgress::Retrained { done, total } => {
             b.set_length(total as u64);

@@ -232,7 +232,7 @@ pub async fn execute(app: &App, builder: RunBuilder) -> anyhow::Result<ExitCode>
         RunEvent::EpochBuilt { model, epoch, rows } => b.set_message(format!("{model}: epoch {epoch} → {rows} rows")),
         RunEvent::Finished { model, status, seconds } => {
             if status != ModelStatus::UpToDate {
-                b.println(format!("{:>10}  {model} ({seconds:.2}s)", status.as_str()));
+                b.suspend(|| eprintln!("{:>10}  {model} ({seconds:.2}s)", status.as_str()));
             }
         }
     }));

@@ -93,7 +93,7 @@ pub fn progress_bar(label: &str) -> (ProgressBar, Arc<dyn Fn(TrainEvent) + Send 
             b.set_message(format!("epoch {} loss {:.3} lr {:.1e}", p.epoch, p.loss, p.lr));
         }
         TrainEvent::Epoch(m) => {
-            b.println(format!("  epoch {}: train loss {:.4}, validation loss {:.4}", m.epoch, m.train_loss, m.val_loss));
+            b.suspend(|| eprintln!("  epoch {}: train loss {:.4}, validation loss {:.4}", m.epoch, m.train_loss, m.val_loss));
         }
     });
     (bar, f)

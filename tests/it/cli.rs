@@ -139,3 +139,26 @@ fn analysts_read_the_warehouse(warehouse: &std::path::Path) {
         );
     }
 }
+
+/// Progress lines (each model built, each training epoch, each benchmark phase) reach stderr when
+/// it is not a terminal too — a log file or CI — where the progress bar itself stays hidden.
+#[test]
+fn progress_lines_reach_a_log_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tributary.toml"), "warehouse = \"warehouse\"\n[[datanets]]\nname = \"notes\"\nkind = \"text\"\n")
+        .expect("config");
+    let run = |args: &[&str]| {
+        let out = bin().arg("--config").arg(dir.path()).args(args).output().expect("run");
+        assert!(out.status.success(), "tributary {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run(&["sample", "--contributors", "3", "--files", "1", "--rows", "20"]);
+    run(&["ingest"]);
+    let log = run(&["sql", "run"]);
+    for model in ["silver.contributions_dedup", "silver.quality_scores", "gold.training_set"] {
+        assert!(log.lines().any(|l| l.contains("built") && l.contains(model)), "no progress line for {model} in:\n{log}");
+    }
+    // Nothing left to build on a second run: no lines either.
+    let again = run(&["sql", "run"]);
+    assert!(!again.contains("built"), "{again}");
+}
