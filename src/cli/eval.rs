@@ -1,7 +1,10 @@
 //! `tributary eval attribution`: the attribution benchmark (see `jobs/src/eval.rs`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tributary_jobs::attribute::{Curvature, Method};
@@ -60,6 +63,8 @@ struct AttributionArgs {
 
 pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalCommand::Attribution(a) = args.command;
+    // The report file is created before minutes of work, so a path that cannot be written fails now.
+    let output = a.output.as_deref().map(PendingReport::create).transpose()?;
     let name = a.base_model.clone().unwrap_or_else(|| app.config.serving.base_model.clone());
     let warehouse = app.warehouse()?;
     let device = Compute::Cpu.device()?;
@@ -97,12 +102,46 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     };
     let report = tokio::task::spawn_blocking(move || eval::run(&base, &cfg, &progress)).await??;
     bar.finish_and_clear();
-    if let Some(path) = &a.output {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    if let Some(out) = output {
+        out.write(&report)?;
     }
     match app.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report.without_detail())?),
         Format::Table => println!("{}", report.markdown()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--output` file, created up front and removed again if no report is written to it, so a
+/// failed run does not leave an empty file that looks like a report.
+struct PendingReport {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    written: bool,
+}
+
+impl PendingReport {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot write the report to {}", path.display()))?;
+        Ok(PendingReport { path: path.to_path_buf(), file: Some(file), written: false })
+    }
+
+    fn write(mut self, report: &eval::EvalReport) -> anyhow::Result<()> {
+        let file = self.file.take().context("report file already written")?;
+        let mut w = std::io::BufWriter::new(file);
+        serde_json::to_writer_pretty(&mut w, report)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(w.flush()?))
+            .with_context(|| format!("writing the report to {}", self.path.display()))?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for PendingReport {
+    fn drop(&mut self) {
+        if !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }

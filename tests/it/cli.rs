@@ -162,3 +162,34 @@ fn progress_lines_reach_a_log_when_stderr_is_not_a_terminal() {
     let again = run(&["sql", "run"]);
     assert!(!again.contains("built"), "{again}");
 }
+
+/// `eval attribution --output` into a folder that does not exist fails at once, before the base
+/// model is built or anything trained, and names the path.
+#[test]
+fn eval_output_that_cannot_be_written_fails_before_any_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tributary.toml"), "warehouse = \"warehouse\"\n").expect("config");
+    let bad = dir.path().join("no-such-folder").join("report.json");
+    let out = bin().arg("--config").arg(dir.path()).args(["eval", "attribution", "--output"]).arg(&bad).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write the report") && stderr.contains("no-such-folder"), "{stderr}");
+    assert!(!stderr.contains("building it first"), "work started: {stderr}");
+    assert!(!dir.path().join("warehouse").join("models").exists(), "a base model was built");
+
+    // A run that fails after the file was created leaves no empty file that looks like a report.
+    let broken = dir.path().join("warehouse").join("models").join("broken");
+    std::fs::create_dir_all(&broken).expect("model dir");
+    std::fs::write(broken.join("model.safetensors"), b"not safetensors").expect("weights");
+    std::fs::write(broken.join("config.json"), b"{").expect("config");
+    let report = dir.path().join("report.json");
+    let out = bin()
+        .arg("--config")
+        .arg(dir.path())
+        .args(["eval", "attribution", "--base-model", "broken", "--output"])
+        .arg(&report)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!report.exists(), "an empty report file was left behind");
+}
