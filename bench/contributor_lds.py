@@ -14,9 +14,10 @@ with Spearman's rho averaged over the two seeds like the table's LDS:
 
 and, from each method's per-pair influences τ(i, v) (the report's `detail.pair`, written by
 `--output` only), the table's additive prediction beside the same τ linearised in each validation
-row's margin instead of its loss (TRAK's choice of model output): a row's loss L = softplus(−z) is taken as a function of a margin z that
-moves additively, z(S) = z_full + Σ_removed τ(i, v) / (dL/dz), so a subset that strips a confident row
-of its support can raise its loss more than linearly. τ's own scale is used (nothing is fit).
+row's margin instead of its loss (TRAK's choice of model output): a row's loss L = softplus(−z) is
+taken as a function of a margin z that moves additively, z(S) = z_full + Σ_removed τ(i, v) / (dL/dz),
+so a subset that strips a confident row of its support can raise its loss more than linearly. τ's own
+scale is used (nothing is fit).
 
 Standard library only: python3 bench/contributor_lds.py report.json
 """
@@ -143,7 +144,10 @@ def margin_space(s):
     owner, kept, (loss_a, loss_b) = d["row_contributor"], d["kept"], d["loss"]
     full = detail["val_loss_full"]
     n, m = len(owner), len(full)
-    removed = [[i for i in range(n) if owner[i] not in set(k)] for k in kept]
+    removed = []
+    for k in kept:
+        keep = set(k)
+        removed.append([i for i in range(n) if owner[i] not in keep])
     # L = softplus(-z): z = -log(e^L - 1), dL/dz = -(1 - e^-L).
     z = [-math.log(math.expm1(x)) for x in full]
     slope = [-(1.0 - math.exp(-x)) for x in full]

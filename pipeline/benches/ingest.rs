@@ -18,24 +18,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use rand::SeedableRng;
 use tributary_pipeline::config::{Config, DatanetConfig, DatanetKind, IngestConfig};
 use tributary_pipeline::ingest::IngestBuilder;
-use tributary_pipeline::sample::{fact_text, parquet_bytes, text_batch};
-
-/// One input file: as the sample generator writes it (uncompressed), or with `codec`.
-fn input_bytes_of(batch: &arrow::record_batch::RecordBatch, codec: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    use parquet::basic::Compression;
-    let compression = match codec {
-        "uncompressed" => return Ok(parquet_bytes(batch)?.to_vec()),
-        "snappy" => Compression::SNAPPY,
-        "zstd" => Compression::ZSTD(Default::default()),
-        other => return Err(format!("BENCH_INPUT={other}: expected uncompressed, snappy or zstd").into()),
-    };
-    let props = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
-    let mut out = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
-    w.write(batch)?;
-    w.close()?;
-    Ok(out)
-}
+use tributary_pipeline::sample::{fact_text, parquet_bytes_with, text_batch};
 use tributary_pipeline::{Tables, Warehouse};
 
 /// The allocator the `tributary` binary uses (src/main.rs), so that both sides are measured as shipped.
@@ -44,6 +27,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `BENCH_INPUT`: the input files' codec — unset or `uncompressed` (parquet-rs's default, what the
+/// sample generator writes), `snappy` (pyarrow's) or `zstd` (polars').
+fn input_properties() -> Result<(String, Option<parquet::file::properties::WriterProperties>), Box<dyn std::error::Error>> {
+    use parquet::basic::Compression;
+    let codec = std::env::var("BENCH_INPUT").unwrap_or_else(|_| "uncompressed".into());
+    let compression = match codec.as_str() {
+        "uncompressed" => return Ok((codec, None)),
+        "snappy" => Compression::SNAPPY,
+        "zstd" => Compression::ZSTD(Default::default()),
+        other => return Err(format!("BENCH_INPUT={other}: expected uncompressed, snappy or zstd").into()),
+    };
+    Ok((codec, Some(parquet::file::properties::WriterProperties::builder().set_compression(compression).build())))
 }
 
 /// CPU seconds (user + system) this process has used so far, from /proc (Linux; 0 elsewhere).
@@ -142,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::Builder::new().prefix("tributary-ingest-bench").tempdir()?;
     let source = dir.path().join("source");
 
-    let input_codec = std::env::var("BENCH_INPUT").unwrap_or_else(|_| "uncompressed".into());
+    let (input_codec, input_props) = input_properties()?;
     eprintln!("generating {files} files × {rows_per_file} rows ({input_codec})…");
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut relative = Vec::with_capacity(files);
@@ -152,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rel = format!("bench/{contributor}/part-{f:05}.parquet");
         let path = source.join("inbox").join(&rel);
         std::fs::create_dir_all(path.parent().ok_or("parent")?)?;
-        std::fs::write(path, input_bytes_of(&text_batch(&texts, &[]), &input_codec)?)?;
+        std::fs::write(path, parquet_bytes_with(&text_batch(&texts, &[]), input_props.clone())?)?;
         relative.push(rel);
     }
     let total = (files * rows_per_file) as f64;

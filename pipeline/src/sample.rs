@@ -26,10 +26,15 @@ use crate::error::{Error, Result};
 use crate::ingest::signature;
 use crate::storage::Warehouse;
 
-/// Encode `batch` as a Parquet file.
+/// Encode `batch` as a Parquet file (parquet-rs's default settings: uncompressed).
 pub fn parquet_bytes(batch: &RecordBatch) -> Result<Bytes> {
+    parquet_bytes_with(batch, None)
+}
+
+/// Encode `batch` as a Parquet file with `props` (`None`: the defaults).
+pub fn parquet_bytes_with(batch: &RecordBatch, props: Option<parquet::file::properties::WriterProperties>) -> Result<Bytes> {
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None)
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), props)
         .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
     w.write(batch).map_err(|e| Error::Internal(format!("parquet write: {e}")))?;
     w.close().map_err(|e| Error::Internal(format!("parquet close: {e}")))?;

@@ -112,26 +112,31 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--output` file, created up front and removed again if no report is written to it, so a
-/// failed run does not leave an empty file that looks like a report.
+/// The `--output` file. A sibling `<name>.partial` is created up front — so a path that cannot be
+/// written fails before any work — and renamed over the target once the report is written; a run
+/// that fails removes it and leaves whatever the target held before untouched.
 struct PendingReport {
     path: PathBuf,
-    file: Option<std::fs::File>,
+    partial: PathBuf,
+    file: std::fs::File,
     written: bool,
 }
 
 impl PendingReport {
     fn create(path: &std::path::Path) -> anyhow::Result<Self> {
-        let file = std::fs::File::create(path).with_context(|| format!("cannot write the report to {}", path.display()))?;
-        Ok(PendingReport { path: path.to_path_buf(), file: Some(file), written: false })
+        let mut name = path.file_name().with_context(|| format!("--output {} names no file", path.display()))?.to_os_string();
+        name.push(".partial");
+        let partial = path.with_file_name(name);
+        let file = std::fs::File::create(&partial).with_context(|| format!("cannot write the report to {}", path.display()))?;
+        Ok(PendingReport { path: path.to_path_buf(), partial, file, written: false })
     }
 
     fn write(mut self, report: &eval::EvalReport) -> anyhow::Result<()> {
-        let file = self.file.take().context("report file already written")?;
-        let mut w = std::io::BufWriter::new(file);
-        serde_json::to_writer_pretty(&mut w, report)
-            .map_err(anyhow::Error::from)
-            .and_then(|()| Ok(w.flush()?))
+        let mut w = std::io::BufWriter::new(&self.file);
+        let wrote: std::io::Result<()> = serde_json::to_writer_pretty(&mut w, report).map_err(Into::into).and_then(|()| w.flush());
+        drop(w);
+        wrote
+            .and_then(|()| std::fs::rename(&self.partial, &self.path))
             .with_context(|| format!("writing the report to {}", self.path.display()))?;
         self.written = true;
         Ok(())
@@ -141,7 +146,7 @@ impl PendingReport {
 impl Drop for PendingReport {
     fn drop(&mut self) {
         if !self.written {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_file(&self.partial);
         }
     }
 }

@@ -177,12 +177,14 @@ fn eval_output_that_cannot_be_written_fails_before_any_work() {
     assert!(!stderr.contains("building it first"), "work started: {stderr}");
     assert!(!dir.path().join("warehouse").join("models").exists(), "a base model was built");
 
-    // A run that fails after the file was created leaves no empty file that looks like a report.
+    // A run that fails after the file was created leaves neither an empty file that looks like a
+    // report nor its partial sibling, and an earlier report at the path is kept as it was.
     let broken = dir.path().join("warehouse").join("models").join("broken");
     std::fs::create_dir_all(&broken).expect("model dir");
     std::fs::write(broken.join("model.safetensors"), b"not safetensors").expect("weights");
     std::fs::write(broken.join("config.json"), b"{").expect("config");
     let report = dir.path().join("report.json");
+    std::fs::write(&report, b"{\"earlier\": true}").expect("earlier report");
     let out = bin()
         .arg("--config")
         .arg(dir.path())
@@ -191,5 +193,6 @@ fn eval_output_that_cannot_be_written_fails_before_any_work() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!report.exists(), "an empty report file was left behind");
+    assert_eq!(std::fs::read(&report).expect("earlier report kept"), b"{\"earlier\": true}");
+    assert!(!dir.path().join("report.json.partial").exists(), "the partial file was left behind");
 }
