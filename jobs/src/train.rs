@@ -548,10 +548,10 @@ impl TrainJob {
         let mut set = dataset::read_training_set(&self.tables, &self.datanet, self.epoch, None).await?;
         let run_hash = run_hash(&base, &self.train, &datanet_cfg.validation_set);
         // An unfinished run of the same epoch and settings resumes at the version it recorded.
-        if let Some(v) = unfinished_run(self.warehouse(), &self.datanet, set.epoch, &run_hash).await? {
-            if v != set.version {
-                set = dataset::read_training_set(&self.tables, &self.datanet, Some(set.epoch), Some(v)).await?;
-            }
+        if let Some(v) = unfinished_run(self.warehouse(), &self.datanet, set.epoch, &run_hash).await?
+            && v != set.version
+        {
+            set = dataset::read_training_set(&self.tables, &self.datanet, Some(set.epoch), Some(v)).await?;
         }
         let version = format!("e{}-v{}-{run_hash}", set.epoch, set.version);
         let dir = AdapterDir::new(self.warehouse(), &self.datanet, &version);

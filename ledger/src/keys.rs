@@ -80,13 +80,12 @@ impl std::fmt::Display for KeySource {
 /// The operator key: env variable `operator_key_env`, else file `operator_key_file` (relative to
 /// `base_dir`), else — for the embedded chain only — the development operator key.
 pub fn operator_signer(config: &ChainConfig, base_dir: &Path) -> Result<(PrivateKeySigner, KeySource)> {
-    if !config.operator_key_env.is_empty() {
-        if let Ok(v) = std::env::var(&config.operator_key_env) {
-            if !v.trim().is_empty() {
-                let s = parse_key(&v).map_err(|e| Error::Key(format!("${}: {e}", config.operator_key_env)))?;
-                return Ok((s, KeySource::Env(config.operator_key_env.clone())));
-            }
-        }
+    if !config.operator_key_env.is_empty()
+        && let Ok(v) = std::env::var(&config.operator_key_env)
+        && !v.trim().is_empty()
+    {
+        let s = parse_key(&v).map_err(|e| Error::Key(format!("${}: {e}", config.operator_key_env)))?;
+        return Ok((s, KeySource::Env(config.operator_key_env.clone())));
     }
     if !config.operator_key_file.is_empty() {
         let p = Path::new(&config.operator_key_file);

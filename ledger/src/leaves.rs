@@ -66,7 +66,7 @@ fn items(json: &Value, index: usize) -> Result<&[Value]> {
     }
 }
 
-fn str_at<'a>(a: &'a [Value], i: usize, index: usize) -> Result<&'a str> {
+fn str_at(a: &[Value], i: usize, index: usize) -> Result<&str> {
     a[i].as_str().ok_or_else(|| Error::InvalidLeaf { index, reason: format!("position {i} must be a string") })
 }
 

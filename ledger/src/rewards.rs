@@ -419,7 +419,7 @@ mod tests {
             })
             .collect();
         let mut i = inputs(rng.random_range(0u64..u64::MAX / 4), attribution, usage);
-        i.pool = i.pool * U256::from(1_000_000_000u64); // ~1e27: realistic 18-decimal pools
+        i.pool *= U256::from(1_000_000_000u64); // ~1e27: realistic 18-decimal pools
         i
     }
 

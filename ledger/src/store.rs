@@ -350,12 +350,12 @@ fn settlement_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SettlementRecord> {
 /// The settlement of `epoch` on `contract`, if planned.
 pub fn settlement(catalog: &Catalog, contract: Address, epoch: i64) -> Result<Option<SettlementRecord>> {
     sql(catalog, |c| {
-        Ok(c.query_row(
+        c.query_row(
             &format!("SELECT {SETTLEMENT_COLUMNS} FROM ledger_settlements WHERE contract = ?1 AND epoch = ?2"),
             params![contract.to_string(), epoch],
             settlement_row,
         )
-        .optional()?)
+        .optional()
     })
 }
 

@@ -5,6 +5,7 @@
 //!   1. the baseline: DataFusion reading the same files and writing one Delta table,
 //!   2. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log) into a fresh
 //!      warehouse whose inbox holds the same files as hard links.
+//!
 //! Prints rows/s of both, the bytes each table takes, and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
 //! (`BENCH_FILES` / `BENCH_ROWS` override the size; `BENCH_TRACE=1` prints ingest's cores busy per 100 ms;
 //! `BENCH_SIDES=ingest` runs ingest alone, for a profiler; `BENCH_BASELINE_ZSTD=1` makes the baseline write

@@ -41,10 +41,10 @@ CREATE INDEX IF NOT EXISTS runs_kind ON runs(kind, started_at);
 impl Catalog {
     /// Open (creating if needed) the catalog at `path` and apply the core migrations.
     pub fn open(path: &Path) -> Result<Catalog> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;

@@ -506,10 +506,10 @@ fn parse_scalar(s: &str) -> toml::Value {
     if let Ok(i) = s.parse::<i64>() {
         return toml::Value::Integer(i);
     }
-    if let Ok(f) = s.parse::<f64>() {
-        if s.contains('.') {
-            return toml::Value::Float(f);
-        }
+    if let Ok(f) = s.parse::<f64>()
+        && s.contains('.')
+    {
+        return toml::Value::Float(f);
     }
     toml::Value::String(s.to_string())
 }
@@ -689,9 +689,7 @@ mod tests {
     #[test]
     fn default_file_parses_to_default_struct() {
         let c = Config::from_toml_with_env(&default_config_toml(), Path::new("."), vec![]).expect("parses");
-        let mut d = Config::default();
-        d.base_dir = PathBuf::from(".");
-        assert_eq!(c, d);
+        assert_eq!(c, Config { base_dir: PathBuf::from("."), ..Config::default() });
     }
 
     #[test]
@@ -722,8 +720,7 @@ mod tests {
 
     #[test]
     fn secrets_are_not_debug_printed() {
-        let mut s = S3Config::default();
-        s.secret_access_key = "hunter2".into();
+        let s = S3Config { secret_access_key: "hunter2".into(), ..S3Config::default() };
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

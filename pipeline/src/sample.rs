@@ -199,10 +199,10 @@ pub async fn generate(warehouse: &Warehouse, datanet: &DatanetConfig, spec: &Sam
     // generating twice does not make the inbox look changed (new etags) to the next ingest.
     let put = |path: String, bytes: Bytes| async move {
         let location = Path::from(path.as_str());
-        if let Ok(existing) = store.get(&location).await {
-            if existing.bytes().await.is_ok_and(|b| b == bytes) {
-                return Ok(());
-            }
+        if let Ok(existing) = store.get(&location).await
+            && existing.bytes().await.is_ok_and(|b| b == bytes)
+        {
+            return Ok(());
         }
         store.put(&location, PutPayload::from_bytes(bytes)).await.map(|_| ())
     };

@@ -263,8 +263,9 @@ async fn main() {
     let device = compute.device().expect("device available in this build");
     let base = match &a.warehouse {
         Some(dir) => {
-            let mut c = Config::default();
-            c.warehouse = format!("file://{}", std::fs::canonicalize(dir).expect("warehouse dir").join("warehouse").display());
+            let warehouse =
+                format!("file://{}", std::fs::canonicalize(dir).expect("warehouse dir").join("warehouse").display());
+            let c = Config { warehouse, ..Config::default() };
             let w = Warehouse::open(&c).expect("warehouse");
             BaseModel::load(&w, "tributary-base", &device).await.expect("models/tributary-base in --warehouse")
         }

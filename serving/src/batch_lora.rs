@@ -378,6 +378,7 @@ fn pad_rows(t: Tensor<2>, to: usize) -> Tensor<2> {
 }
 
 #[derive(Debug, Clone)]
+#[expect(clippy::large_enum_variant, reason = "one per forward pass")]
 enum Rows {
     /// Every row uses this slot.
     Uniform(usize),
@@ -477,7 +478,7 @@ mod tests {
         let bt = Tensor::<3>::from_data(TensorData::new(b, [slots_n, r, dout]), &device);
         let idx: Vec<i64> = slots.iter().map(|s| *s as i64).collect();
         let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [slots.len()]), &device);
-        let want = xt.matmul(at.select(0, idx.clone())).matmul(bt.select(0, idx)).try_into_vec_as::<f32>().unwrap();
+        let want = xt.matmul(at.select(0, idx.clone())).matmul(bt.select(0, idx)).try_into_vec_as::<f32>().expect("f32 data");
 
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -450,7 +450,7 @@ mod tests {
             vec![Action::Evict { key: key("a"), slot: 1 }, Action::Load { key: key("b"), slot: 1 }]
         );
         // A failed load fails the waiting requests and frees the slot.
-        let failed = s.loaded(&key("b"), false, now).err().expect("waiting requests returned");
+        let failed = s.loaded(&key("b"), false, now).expect_err("waiting requests returned");
         assert_eq!(failed.len(), 1);
         assert_eq!(s.plan(now), vec![Action::Load { key: key("a"), slot: 1 }]);
     }

@@ -357,21 +357,21 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = common(r#"{"temperature": 7}"#).unwrap_err();
+        let e = common(r#"{"temperature": 7}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("temperature"));
-        let e = common(r#"{"top_p": 0}"#).unwrap_err();
+        let e = common(r#"{"top_p": 0}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("top_p"));
-        let e = common(r#"{"max_tokens": 65}"#).unwrap_err();
+        let e = common(r#"{"max_tokens": 65}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("max_tokens"));
-        let e = common(r#"{"max_tokens": "ten"}"#).unwrap_err();
+        let e = common(r#"{"max_tokens": "ten"}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("max_tokens"));
-        let e = common(r#"{"stop": ["a", ""]}"#).unwrap_err();
+        let e = common(r#"{"stop": ["a", ""]}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("stop[1]"));
-        let e = common(r#"{"n": 2}"#).unwrap_err();
+        let e = common(r#"{"n": 2}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("n"));
-        let e = common(r#"{"max_tokens": 3"#).unwrap_err();
+        let e = common(r#"{"max_tokens": 3"#).expect_err("rejected");
         assert_eq!((e.param(), e.code()), (Some("body"), "invalid_json"));
-        let e = parse_json::<CompletionRequest>(br#"{"model": ""}"#).unwrap_err();
+        let e = parse_json::<CompletionRequest>(br#"{"model": ""}"#).expect_err("rejected");
         assert_eq!(e.param(), Some("prompt"));
         let p = common(r#"{"temperature": 0, "seed": 5, "stop": "\n"}"#).expect("valid");
         assert_eq!((p.temperature, p.seed, p.stop.clone(), p.max_tokens), (0.0, 5, vec!["\n".to_string()], 16));
@@ -385,6 +385,6 @@ mod tests {
         .expect("parses");
         assert_eq!(render_chat(&req.messages).expect("renders"), "be brief\nhi");
         let bad: ChatRequest = parse_json(br#"{"messages": [{"role": "robot", "content": "x"}]}"#).expect("parses");
-        assert_eq!(render_chat(&bad.messages).unwrap_err().param(), Some("messages[0].role"));
+        assert_eq!(render_chat(&bad.messages).expect_err("rejected").param(), Some("messages[0].role"));
     }
 }

@@ -89,7 +89,7 @@ pub async fn settle_epoch(app: &App, epoch: i64, method: Option<String>) -> anyh
         .execute()
         .await;
     pb.finish_and_clear();
-    Ok(receipt.with_context(|| format!("settling epoch {epoch}"))?)
+    receipt.with_context(|| format!("settling epoch {epoch}"))
 }
 
 async fn run_settle(app: &App, args: SettleArgs) -> anyhow::Result<ExitCode> {

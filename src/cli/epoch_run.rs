@@ -83,10 +83,10 @@ pub struct StageOutcome {
 /// Run every stage of `epoch` (or only `opts.stage`). Holds the epoch's lock for the whole run, so
 /// two schedulers never run the same epoch.
 pub async fn run_epoch(app: &App, epoch: i64, opts: &RunOpts) -> anyhow::Result<Vec<StageOutcome>> {
-    if let Some(s) = &opts.stage {
-        if !STAGES.contains(&s.as_str()) {
-            bail!("unknown stage `{s}` (stages: {})", STAGES.join(", "));
-        }
+    if let Some(s) = &opts.stage
+        && !STAGES.contains(&s.as_str())
+    {
+        bail!("unknown stage `{s}` (stages: {})", STAGES.join(", "));
     }
     let catalog = Arc::new(app.catalog()?);
     let _lock = catalog.try_lock(&format!("epoch-{epoch}")).with_context(|| format!("epoch {epoch} is already running"))?;
@@ -97,17 +97,17 @@ pub async fn run_epoch(app: &App, epoch: i64, opts: &RunOpts) -> anyhow::Result<
         if opts.stage.as_deref().is_some_and(|s| s != stage) {
             continue;
         }
-        if !opts.force {
-            if let Some(done) = stages::succeeded(&catalog, epoch, stage)? {
-                outcomes.push(StageOutcome {
-                    stage: stage.into(),
-                    status: "skipped".into(),
-                    attempts: 0,
-                    seconds: 0.0,
-                    detail: json!({"already_succeeded_at": done.finished_at, "attempt": done.attempt}),
-                });
-                continue;
-            }
+        if !opts.force
+            && let Some(done) = stages::succeeded(&catalog, epoch, stage)?
+        {
+            outcomes.push(StageOutcome {
+                stage: stage.into(),
+                status: "skipped".into(),
+                attempts: 0,
+                seconds: 0.0,
+                detail: json!({"already_succeeded_at": done.finished_at, "attempt": done.attempt}),
+            });
+            continue;
         }
         let started = Instant::now();
         let mut attempts = 0;

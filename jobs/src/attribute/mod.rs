@@ -198,10 +198,10 @@ impl AttributionConfig {
     /// which would otherwise surface only minutes later, as a failed factorization or as scores
     /// that mean nothing.
     pub fn validate(&self) -> Result<()> {
-        if let Some(d) = self.damping {
-            if !(d > 0.0 && d.is_finite()) {
-                return Err(Error::InvalidArgument(format!("damping {d} must be a positive finite number")));
-            }
+        if let Some(d) = self.damping
+            && !(d > 0.0 && d.is_finite())
+        {
+            return Err(Error::InvalidArgument(format!("damping {d} must be a positive finite number")));
         }
         if self.chunk == 0 {
             return Err(Error::InvalidArgument("rows per gradient pass (chunk) must be positive".into()));
@@ -594,24 +594,24 @@ impl AttributeJob {
         let record = adapter_store::find(&warehouse, &self.datanet, self.epoch, self.adapter_version.as_deref()).await?;
         let method_version = self.attribution.method_version();
         let counts = dataset::contributor_counts(&self.tables, &self.datanet, record.epoch).await?;
-        if !self.force {
-            if let Some(rows) = existing_influence(&self.tables, &record, self.attribution.method, &method_version).await? {
-                let contributors = aggregate::aggregate(&rows, &counts);
-                return Ok(AttributeSummary {
-                    datanet: self.datanet.clone(),
-                    epoch: record.epoch,
-                    method: self.attribution.method,
-                    method_version,
-                    adapter_version: record.version.clone(),
-                    training_set_version: record.training_set.delta_version,
-                    rows: rows.len(),
-                    validation_rows: record.validation.rows,
-                    chunks_resumed: 0,
-                    already_done: true,
-                    contributors,
-                    seconds: started.elapsed().as_secs_f64(),
-                });
-            }
+        if !self.force
+            && let Some(rows) = existing_influence(&self.tables, &record, self.attribution.method, &method_version).await?
+        {
+            let contributors = aggregate::aggregate(&rows, &counts);
+            return Ok(AttributeSummary {
+                datanet: self.datanet.clone(),
+                epoch: record.epoch,
+                method: self.attribution.method,
+                method_version,
+                adapter_version: record.version.clone(),
+                training_set_version: record.training_set.delta_version,
+                rows: rows.len(),
+                validation_rows: record.validation.rows,
+                chunks_resumed: 0,
+                already_done: true,
+                contributors,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
 
         let device = self.compute.device()?;

@@ -107,6 +107,7 @@ pub trait LoraHook {
 
 /// The low-rank factors of one projection.
 #[derive(Debug, Clone)]
+#[expect(clippy::large_enum_variant, reason = "a few per forward pass; boxing would only add an indirection")]
 pub enum LoraWeights {
     /// One adapter for every row: `a: [in, r]`, `b: [r, out]`.
     Shared {

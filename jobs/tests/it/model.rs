@@ -63,7 +63,7 @@ fn kv_cache_decoding_matches_full_forward() {
     let files = ModelFiles::read_dir(&reference_dir("a")).expect("checkpoint");
     let model = load_model(&files, "a", &device()).expect("loads");
     let seq: Vec<i64> = vec![3, 14, 15, 9, 26, 5, 35, 8];
-    let full = model.forward_logits(ModelInput::causal(tokens_tensor(&[seq.clone()]), 0), None, None);
+    let full = model.forward_logits(ModelInput::causal(tokens_tensor(std::slice::from_ref(&seq)), 0), None, None);
     let full = to_vec(&full).expect("full");
     let v = model.config.vocab_size;
     // Prefill the first three tokens, then decode one token at a time.

@@ -105,6 +105,9 @@ struct Head {
     timestamp: u64,
 }
 
+/// A mined transaction as a block stores it: hash, sender, nonce, raw bytes, result, gas price.
+type TxRow<'a> = (&'a B256, Address, u64, &'a [u8], &'a ExecutionResult, u128);
+
 #[derive(Debug)]
 struct Inner {
     conn: Connection,
@@ -328,7 +331,7 @@ impl EmbeddedChain {
     fn persist_block(
         inner: &mut Inner,
         block: (u64, u64),
-        tx_row: Option<(&B256, Address, u64, &[u8], &ExecutionResult, u128)>,
+        tx_row: Option<TxRow<'_>>,
         state: Option<&EvmState>,
     ) -> Result<()> {
         let parent = inner.head.hash;
@@ -365,13 +368,13 @@ impl EmbeddedChain {
                      ON CONFLICT(address) DO UPDATE SET balance = excluded.balance, nonce = excluded.nonce, code_hash = excluded.code_hash",
                     params![a, blob_u256(&info.balance), info.nonce as i64, info.code_hash.as_slice()],
                 )?;
-                if let Some(code) = &info.code {
-                    if info.code_hash != KECCAK_EMPTY && !code.is_empty() {
-                        db.execute(
-                            "INSERT OR IGNORE INTO code(hash, code) VALUES (?1, ?2)",
-                            params![info.code_hash.as_slice(), code.original_bytes().to_vec()],
-                        )?;
-                    }
+                if let Some(code) = &info.code
+                    && info.code_hash != KECCAK_EMPTY && !code.is_empty()
+                {
+                    db.execute(
+                        "INSERT OR IGNORE INTO code(hash, code) VALUES (?1, ?2)",
+                        params![info.code_hash.as_slice(), code.original_bytes().to_vec()],
+                    )?;
                 }
                 for (slot, value) in account.changed_storage_slots() {
                     if value.present_value.is_zero() {
@@ -444,10 +447,10 @@ impl EmbeddedChain {
                     inner.world.storage.remove(address);
                 }
                 inner.world.accounts.insert(*address, (info.balance, info.nonce, info.code_hash));
-                if let Some(code) = &info.code {
-                    if info.code_hash != KECCAK_EMPTY && !code.is_empty() {
-                        inner.world.code.insert(info.code_hash, Bytecode::new_raw(code.original_bytes()));
-                    }
+                if let Some(code) = &info.code
+                    && info.code_hash != KECCAK_EMPTY && !code.is_empty()
+                {
+                    inner.world.code.insert(info.code_hash, Bytecode::new_raw(code.original_bytes()));
                 }
                 let slots = inner.world.storage.entry(*address).or_default();
                 for (slot, value) in account.changed_storage_slots() {

@@ -140,6 +140,7 @@ pub trait DevChain: Chain {
 
 /// The chain named by the config: the CLI's way to get a backend.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "one per process, never moved in a loop")]
 pub enum AnyChain {
     /// The in-process EVM.
     Embedded(embedded::EmbeddedChain),

@@ -220,7 +220,7 @@ impl FlatTree {
     /// Check that every internal node is the hash of its children (OpenZeppelin `isValidMerkleTree`).
     pub fn validate(&self) -> Result<()> {
         let len = self.nodes.len();
-        if len == 0 || len % 2 == 0 {
+        if len == 0 || len.is_multiple_of(2) {
             return Err(Error::InvalidDump(format!("a standard tree has an odd, non-zero node count, got {len}")));
         }
         for i in 0..len {
@@ -268,9 +268,9 @@ mod tests {
     fn proofs_and_multiproofs_verify() {
         let ls = leaves(37);
         let t = FlatTree::build(&ls).expect("non-empty");
-        for k in 0..37 {
+        for (k, &leaf) in ls.iter().enumerate() {
             let i = t.leaf_node(k);
-            assert_eq!(process_proof(ls[k], &t.proof(i).expect("leaf")), t.root());
+            assert_eq!(process_proof(leaf, &t.proof(i).expect("leaf")), t.root());
         }
         let mp = t.multiproof(&[t.leaf_node(3), t.leaf_node(30), t.leaf_node(4)]).expect("leaves");
         let hashed = MultiProof {

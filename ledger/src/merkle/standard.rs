@@ -29,6 +29,7 @@ pub trait LeafCodec: Sync {
     /// The JSON array that stands for the value in a dump.
     fn to_json(&self, value: &Self::Value) -> serde_json::Value;
     /// Parse a dump's JSON array back into a value (position `index` is for error messages).
+    #[expect(clippy::wrong_self_convention, reason = "the receiver is the leaf encoding that parses the value")]
     fn from_json(&self, json: &serde_json::Value, index: usize) -> Result<Self::Value>;
 
     /// The standard leaf hash: `keccak256(bytes.concat(keccak256(abi.encode(values...))))`.

@@ -68,10 +68,12 @@ impl Site {
     /// A site on the embedded chain (or on `rpc_url` when given), with `challenge_window` seconds.
     pub fn new(rpc_url: Option<&str>, challenge_window: u64) -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.base_dir = dir.path().to_path_buf();
-        config.warehouse = "warehouse".into();
-        config.catalog = dir.path().join("catalog.sqlite");
+        let mut config = Config {
+            base_dir: dir.path().to_path_buf(),
+            warehouse: "warehouse".into(),
+            catalog: dir.path().join("catalog.sqlite"),
+            ..Config::default()
+        };
         config.chain.challenge_window_secs = challenge_window;
         config.chain.resend_after_secs = 2;
         if let Some(url) = rpc_url {
@@ -116,11 +118,14 @@ pub async fn write_payouts(tables: &Tables, rows: &[(i64, i64, String, String, S
     append(tables, &defs::gold_epoch_payouts(), payouts_batch(rows).expect("batch")).await.expect("write payouts")
 }
 
-/// Append influence rows `(epoch, contribution_id, contributor, method, influence)`.
-pub async fn write_influence(tables: &Tables, rows: &[(i64, String, String, String, f64)]) -> i64 {
+/// An influence row: `(epoch, contribution_id, contributor, method, influence)`.
+pub type InfluenceRow = (i64, String, String, String, f64);
+
+/// Append influence rows.
+pub async fn write_influence(tables: &Tables, rows: &[InfluenceRow]) -> i64 {
     let def = defs::gold_example_influence();
     let n = rows.len();
-    let s = |f: &dyn Fn(&(i64, String, String, String, f64)) -> String| -> ArrayRef {
+    let s = |f: &dyn Fn(&InfluenceRow) -> String| -> ArrayRef {
         Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
     };
     let cols: Vec<ArrayRef> = vec![
@@ -141,7 +146,7 @@ pub async fn write_influence(tables: &Tables, rows: &[(i64, String, String, Stri
 }
 
 /// Influence rows for `epoch`: `n` rows spread over the first 3 accounts, mixed signs.
-pub fn influence_rows(epoch: i64, n: u64, method: &str) -> Vec<(i64, String, String, String, f64)> {
+pub fn influence_rows(epoch: i64, n: u64, method: &str) -> Vec<InfluenceRow> {
     (0..n)
         .map(|i| {
             let cid = tributary_pipeline::ids::sha256_hex(format!("row-{epoch}-{i}").as_bytes());

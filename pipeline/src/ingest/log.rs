@@ -119,13 +119,13 @@ impl LogState {
         if let Some(sha) = &e.sha256 {
             self.seen_bytes.insert((e.path.clone(), sha.clone()));
         }
-        if e.status == FileStatus::Accepted {
-            if let (Some(d), Some(c), Some(sha)) = (&e.datanet, &e.contributor, &e.sha256) {
-                self.accepted.insert((d.clone(), c.clone(), sha.clone()));
-                let u = self.usage.entry((d.clone(), c.clone(), e.epoch)).or_default();
-                u.0 += e.rows;
-                u.1 += e.bytes;
-            }
+        if e.status == FileStatus::Accepted
+            && let (Some(d), Some(c), Some(sha)) = (&e.datanet, &e.contributor, &e.sha256)
+        {
+            self.accepted.insert((d.clone(), c.clone(), sha.clone()));
+            let u = self.usage.entry((d.clone(), c.clone(), e.epoch)).or_default();
+            u.0 += e.rows;
+            u.1 += e.bytes;
         }
     }
 }

@@ -186,10 +186,10 @@ impl IngestBuilder {
 
     /// Run the pass.
     pub async fn execute(self) -> Result<IngestSummary> {
-        if let Some(d) = &self.datanet {
-            if self.config.datanet(d).is_none() {
-                return Err(Error::Config(format!("unknown datanet `{d}` (not in the config)")));
-            }
+        if let Some(d) = &self.datanet
+            && self.config.datanet(d).is_none()
+        {
+            return Err(Error::Config(format!("unknown datanet `{d}` (not in the config)")));
         }
         let mut summary = IngestSummary { dry_run: self.dry_run, ..Default::default() };
         if !self.dry_run {
@@ -273,11 +273,12 @@ impl IngestBuilder {
                 self.apply_stateful_rules(state, &mut entry, validated.as_ref());
                 if entry.status == FileStatus::Accepted
                     && let Some(v) = validated
+                    
                 {
                     batch_rows += v.rows.num_rows() as u64;
                     if let Some(files) = files.as_mut() {
-                        files.push(v.rows).await?;
-                    }
+                    files.push(v.rows).await?;
+                }
                 }
                 state.add(&entry);
                 match entry.status {

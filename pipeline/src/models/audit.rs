@@ -54,7 +54,7 @@ pub fn declared(model: &Model) -> Vec<(AuditSpec, bool)> {
     if !h.unique_key.is_empty() {
         let implied = format!("unique({})", h.unique_key.join(", "));
         let already = h.audits.iter().chain(&h.warn_audits).any(|a| {
-            a.name == "unique" && a.args.iter().map(|x| arg_text(x)).collect::<Vec<_>>() == h.unique_key
+            a.name == "unique" && a.args.iter().map(arg_text).collect::<Vec<_>>() == h.unique_key
         });
         if !already {
             out.push((

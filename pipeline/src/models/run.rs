@@ -361,14 +361,14 @@ impl RunBuilder {
                 rows += b.num_rows();
                 staged.push(commit::to_storage(b, &s)?);
             }
-            if let Some(prev) = &schema {
-                if prev != &s {
-                    return Err(Error::Model {
-                        file: model.file.clone(),
-                        line: None,
-                        message: format!("the result schema differs between epochs:\n{prev:?}\n{s:?}"),
-                    });
-                }
+            if let Some(prev) = &schema
+                && prev != &s
+            {
+                return Err(Error::Model {
+                    file: model.file.clone(),
+                    line: None,
+                    message: format!("the result schema differs between epochs:\n{prev:?}\n{s:?}"),
+                });
             }
             schema = Some(s);
             if let Some(e) = epoch {

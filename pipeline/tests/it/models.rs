@@ -328,7 +328,7 @@ fn score(d: &Dedup, truth: &mut Clusters, planted: &[(String, String)], kind: &s
     let predicted: Vec<(&String, &String)> =
         d.kind.iter().filter(|(_, k)| k.as_str() == kind).map(|(id, _)| (id, &d.canonical[id])).collect();
     let correct = predicted.iter().filter(|(a, b)| truth.find(a) == truth.find(b)).count();
-    let found = planted.iter().filter(|(a, b)| d.canonical.get(a).is_some() && d.canonical.get(a) == d.canonical.get(b)).count();
+    let found = planted.iter().filter(|(a, b)| d.canonical.contains_key(a) && d.canonical.get(a) == d.canonical.get(b)).count();
     let p = if predicted.is_empty() { 1.0 } else { correct as f64 / predicted.len() as f64 };
     let r = if planted.is_empty() { 1.0 } else { found as f64 / planted.len() as f64 };
     (p, r, if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 })

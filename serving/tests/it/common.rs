@@ -26,8 +26,7 @@ pub struct Fixture {
 
 /// Settings suited to fast tests.
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.warehouse = "memory://".into();
+    let mut c = Config { warehouse: "memory://".into(), ..Config::default() };
     let s = &mut c.serving;
     s.base_model = BASE.into();
     s.max_batch = 8;
