@@ -1,13 +1,14 @@
 //! Ingest throughput against DataFusion alone (issue: bookkeeping costs at most 30%).
 //!
-//! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then, in five alternating
-//! rounds of the same run (medians compared):
+//! Generates 1,000 Parquet files with 1,000 rows each in a local inbox, then, in alternating rounds
+//! of the same run (one warm-up round, then nine measured ones; medians compared):
 //!   1. the baseline: DataFusion reading the same files and writing one Delta table,
 //!   2. `tributary ingest` (validation, hashing, ids, signatures off, exactly-once log) into a fresh
 //!      warehouse whose inbox holds the same files as hard links.
 //!
-//! Prints rows/s of both, the bytes each table takes, and the ratio. Run: `cargo bench -p tributary-pipeline --bench ingest`
-//! (`BENCH_FILES` / `BENCH_ROWS` override the size; `BENCH_TRACE=1` prints ingest's cores busy per 100 ms;
+//! Prints rows/s of both, the bytes each table takes, the ratio, and the spread of the per-round
+//! ratios. Run: `cargo bench -p tributary-pipeline --bench ingest` (`BENCH_FILES` / `BENCH_ROWS`
+//! override the size, `BENCH_ROUNDS` the measured rounds; `BENCH_TRACE=1` prints ingest's cores busy per 100 ms;
 //! `BENCH_SIDES=ingest` runs ingest alone, for a profiler; `BENCH_BASELINE_ZSTD=1` makes the baseline write
 //! zstd, bronze's codec, instead of delta-rs's default snappy; `BENCH_INPUT=snappy` or `zstd` writes the
 //! input files compressed — pyarrow's and polars' defaults — instead of uncompressed, parquet-rs's).
@@ -90,8 +91,16 @@ impl Sampler {
     }
 }
 
-/// Rounds of each side; the medians are compared (this machine's timings wander by ±30% run to run).
-const ROUNDS: usize = 5;
+/// Measured rounds of each side (`BENCH_ROUNDS`), after one warm-up round that is not counted; the
+/// medians are compared. Single rounds on this machine wander by ±30%, so one run's median still
+/// moves by a few hundredths; the per-round ratios' quartiles are printed beside it.
+const ROUNDS: usize = 9;
+
+/// The `q`-quantile of `v` (nearest rank).
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
 
 fn bench_config(base_dir: &std::path::Path) -> Arc<Config> {
     let mut cfg = Config {
@@ -127,9 +136,8 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -159,10 +167,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let baseline_zstd = std::env::var("BENCH_BASELINE_ZSTD").is_ok_and(|v| v == "1");
     let input_bytes = dir_bytes(&source.join("inbox"));
     let ingest_only = std::env::var("BENCH_SIDES").is_ok_and(|v| v == "ingest");
+    let measured = env_usize("BENCH_ROUNDS", ROUNDS).max(1);
 
     let (mut base_secs, mut base_cpu, mut ingest_secs, mut ingest_cpu) = (vec![], vec![], vec![], vec![]);
     let (mut base_bytes, mut bronze_bytes) = (0, 0);
-    for round in 0..ROUNDS {
+    let (mut base_last, mut ratios) = (None, vec![]);
+    for round in 0..=measured {
+        // Round 0 warms the page cache, the allocator and the thread pools; it is printed, not counted.
+        let warm_up = round == 0;
         // Baseline first in each round, alternating with ingest, so both see the same page cache
         // and the same drift of the machine.
         if !ingest_only {
@@ -194,9 +206,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 write.await?;
                 Ok::<f64, Box<dyn std::error::Error>>(t.elapsed().as_secs_f64())
             })?;
-            base_bytes = dir_bytes(&dir.path().join(format!("baseline-{round}")));
-            base_secs.push(secs);
-            base_cpu.push(cpu_secs() - cpu0);
+            let cpu = cpu_secs() - cpu0;
+            let out = dir.path().join(format!("baseline-{round}"));
+            base_bytes = dir_bytes(&out);
+            std::fs::remove_dir_all(out)?;
+            if !warm_up {
+                base_secs.push(secs);
+                base_cpu.push(cpu);
+            }
+            base_last = Some(secs);
         }
 
         // A fresh warehouse whose inbox holds the same files (hard links: same bytes, same cache).
@@ -220,18 +238,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(t) = trace {
             eprintln!("  ingest cores busy per 100 ms: {}", t.stop());
         }
+        let cpu = cpu_secs() - cpu1;
         bronze_bytes = dir_bytes(&root.join("tables/bronze/contributions"));
-        ingest_secs.push(secs);
-        ingest_cpu.push(cpu_secs() - cpu1);
-        match base_secs.get(round) {
-            Some(b) => eprintln!("  round {round}: baseline {b:.2} s, ingest {secs:.2} s, ratio {:.2}", b / secs),
-            None => eprintln!("  round {round}: ingest {secs:.2} s"),
+        std::fs::remove_dir_all(dir.path().join(format!("round-{round}")))?;
+        let label = if warm_up { "warm-up".to_string() } else { format!("round {round}") };
+        match base_last {
+            Some(b) => eprintln!("  {label}: baseline {b:.2} s, ingest {secs:.2} s, ratio {:.2}", b / secs),
+            None => eprintln!("  {label}: ingest {secs:.2} s"),
+        }
+        if !warm_up {
+            ingest_secs.push(secs);
+            ingest_cpu.push(cpu);
+            if let Some(b) = base_last {
+                ratios.push(b / secs);
+            }
         }
     }
 
     let i = median(ingest_secs);
     let rounds = if ingest_only { "rounds of ingest alone" } else { "alternating rounds" };
-    println!("ingest benchmark: {files} files, {} rows, median of {ROUNDS} {rounds}", total as u64);
+    println!("ingest benchmark: {files} files, {} rows, median of {measured} {rounds} after a warm-up", total as u64);
     let codec = if baseline_zstd { "zstd" } else { "snappy" };
     let b = (!ingest_only).then(|| median(base_secs));
     if let Some(b) = b {
@@ -243,6 +269,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  bytes: input {:.1} MB; {baseline_table}bronze.contributions {:.1} MB", mb(input_bytes), mb(bronze_bytes));
     if let Some(b) = b {
         println!("  ratio ingest/baseline throughput: {:.2} (target >= 0.70)", b / i);
+        println!(
+            "  per-round ratios: median {:.2}, quartiles {:.2}–{:.2}, range {:.2}–{:.2}",
+            median(ratios.clone()),
+            quantile(ratios.clone(), 0.25),
+            quantile(ratios.clone(), 0.75),
+            quantile(ratios.clone(), 0.0),
+            quantile(ratios, 1.0)
+        );
     }
     Ok(())
 }
