@@ -598,20 +598,7 @@ impl AttributeJob {
             && let Some(rows) = existing_influence(&self.tables, &record, self.attribution.method, &method_version).await?
         {
             let contributors = aggregate::aggregate(&rows, &counts);
-            return Ok(AttributeSummary {
-                datanet: self.datanet.clone(),
-                epoch: record.epoch,
-                method: self.attribution.method,
-                method_version,
-                adapter_version: record.version.clone(),
-                training_set_version: record.training_set.delta_version,
-                rows: rows.len(),
-                validation_rows: record.validation.rows,
-                chunks_resumed: 0,
-                already_done: true,
-                contributors,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            return Ok(self.summary(&record, method_version, (rows.len(), record.validation.rows), contributors, started));
         }
 
         let device = self.compute.device()?;
@@ -694,19 +681,36 @@ impl AttributeJob {
             dir.delete(&key).await?;
         }
         Ok(AttributeSummary {
+            chunks_resumed,
+            already_done: false,
+            ..self.summary(&record, method_version, (rows.len(), val_rows.len()), contributors, started)
+        })
+    }
+
+    /// The summary of attributing `record`: `(rows, validation rows)` scored; results that already
+    /// existed unless the caller overrides `already_done`.
+    fn summary(
+        &self,
+        record: &AdapterRecord,
+        method_version: String,
+        (rows, validation_rows): (usize, usize),
+        contributors: Vec<ContributorShare>,
+        started: Instant,
+    ) -> AttributeSummary {
+        AttributeSummary {
             datanet: self.datanet.clone(),
             epoch: record.epoch,
             method: self.attribution.method,
             method_version,
             adapter_version: record.version.clone(),
             training_set_version: record.training_set.delta_version,
-            rows: rows.len(),
-            validation_rows: val_rows.len(),
-            chunks_resumed,
-            already_done: false,
+            rows,
+            validation_rows,
+            chunks_resumed: 0,
+            already_done: true,
             contributors,
             seconds: started.elapsed().as_secs_f64(),
-        })
+        }
     }
 
     async fn chunk_keys(&self, warehouse: &tributary_pipeline::Warehouse, dir: &AdapterDir, work: &str) -> Result<Vec<String>> {

@@ -142,6 +142,7 @@ async fn attribute_job_writes_both_tables_and_resumes() {
         .await
         .expect("resume");
     assert!(s.chunks_resumed >= 2, "resumed {} chunks", s.chunks_resumed);
+    assert!(!s.already_done, "a resumed run computes the rest");
     assert_eq!(s.rows, 100);
     assert_eq!(s.method_version, "exact-block/3 damping=0.1");
     let total: f64 = s.contributors.iter().map(|c| c.share).sum();
@@ -173,6 +174,7 @@ async fn attribute_job_writes_both_tables_and_resumes() {
     // Already done: nothing recomputed. Forced: recomputed from scratch, bit for bit the same.
     let again = AttributeJob::new(cfg.clone(), tables.clone(), "facts").with_attribution(small_chunks.clone()).execute().await.expect("again");
     assert!(again.already_done);
+    assert_eq!((again.rows, again.chunks_resumed, &again.method_version), (100, 0, &s.method_version));
     AttributeJob::new(cfg.clone(), tables.clone(), "facts")
         .with_attribution(small_chunks)
         .with_force(true)
