@@ -147,10 +147,11 @@ def margin_space(s):
     owner, kept, (loss_a, loss_b) = d["row_contributor"], d["kept"], d["loss"]
     full = detail["val_loss_full"]
     n, m = len(owner), len(full)
-    removed = []
+    removed, kept_rows = [], []
     for k in kept:
         keep = set(k)
         removed.append([i for i in range(n) if owner[i] not in keep])
+        kept_rows.append([i for i in range(n) if owner[i] in keep])
     # L = softplus(-z): z = -log(e^L - 1), dL/dz = -(1 - e^-L).
     z = [-math.log(math.expm1(x)) for x in full]
     slope = [-(1.0 - math.exp(-x)) for x in full]
@@ -160,7 +161,7 @@ def margin_space(s):
         rise = [[sum(pair[i * m + v] for i in rows) for v in range(m)] for rows in removed]
         linear = [sum(r) / m for r in rise]
         margin = [sum(softplus(-(z[v] + r[v] / slope[v])) for v in range(m)) / m for r in rise]
-        saturating = support_saturating(pair, n, m, [[i for i in range(n) if owner[i] in set(k)] for k in kept])
+        saturating = support_saturating(pair, n, m, kept_rows)
         for label, pred in ((f"{name}: additive in the loss (the table)", linear), (f"{name}: additive in the margin", margin),
                             (f"{name}: helpful support saturating (c = {SATURATION})", saturating)):
             each = [spearman(pred, y) for y in (loss_a, loss_b)]

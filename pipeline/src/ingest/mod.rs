@@ -273,12 +273,11 @@ impl IngestBuilder {
                 self.apply_stateful_rules(state, &mut entry, validated.as_ref());
                 if entry.status == FileStatus::Accepted
                     && let Some(v) = validated
-                    
                 {
                     batch_rows += v.rows.num_rows() as u64;
                     if let Some(files) = files.as_mut() {
-                    files.push(v.rows).await?;
-                }
+                        files.push(v.rows).await?;
+                    }
                 }
                 state.add(&entry);
                 match entry.status {
