@@ -72,45 +72,10 @@ impl std::fmt::Debug for Hex64 {
 
 /// The stable id of row `row_index` of the file whose sha256 is `file_sha256` (32 raw bytes).
 pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> Hex64 {
-    RowIds::new(file_sha256).id(row_index)
-}
-
-/// The row ids of one file, a row at a time.
-///
-/// The hashed message (file sha256 ‖ row index, 40 bytes) fits one padded SHA-256 block, so the
-/// block is laid out once per file and each row only writes its index into it and runs the
-/// compression function once, without the streaming hasher's buffering and padding per row.
-pub struct RowIds {
-    block: [u8; 64],
-}
-
-/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
-const SHA256_IV: [u32; 8] =
-    [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
-
-impl RowIds {
-    /// Ids of the rows of the file whose sha256 is `file_sha256`.
-    pub fn new(file_sha256: &[u8; 32]) -> Self {
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(file_sha256);
-        // Padding: a one bit after the message, then its length in bits (40 × 8) at the end.
-        block[40] = 0x80;
-        block[56..].copy_from_slice(&(40u64 * 8).to_be_bytes());
-        RowIds { block }
-    }
-
-    /// The id of row `row_index`.
-    pub fn id(&mut self, row_index: u64) -> Hex64 {
-        self.block[32..40].copy_from_slice(&row_index.to_be_bytes());
-        let mut state = SHA256_IV;
-        let block = sha2::digest::generic_array::GenericArray::from_slice(&self.block);
-        sha2::compress256(&mut state, std::slice::from_ref(block));
-        let mut digest = [0u8; 32];
-        for (out, word) in digest.chunks_exact_mut(4).zip(state) {
-            out.copy_from_slice(&word.to_be_bytes());
-        }
-        Hex64::of(&digest)
-    }
+    let mut h = Sha256::new();
+    h.update(file_sha256);
+    h.update(row_index.to_be_bytes());
+    Hex64::of(&h.finalize().into())
 }
 
 /// Normalize text for exact-duplicate detection: NFKC, lower case, collapsed whitespace.
@@ -309,15 +274,6 @@ mod tests {
         assert_ne!(contribution_id(&a, 0), contribution_id(&a, 1));
         assert_ne!(contribution_id(&a, 0), contribution_id(&b, 0));
         assert_eq!(contribution_id(&a, 7).len(), 64);
-        // The one-block path equals hashing the message with the streaming hasher.
-        let file: [u8; 32] = std::array::from_fn(|i| (i * 11 + 3) as u8);
-        let mut ids = RowIds::new(&file);
-        for row in [0u64, 1, 255, 256, 1 << 40, u64::MAX] {
-            let mut h = Sha256::new();
-            h.update(file);
-            h.update(row.to_be_bytes());
-            assert_eq!(ids.id(row).as_str(), hex::encode(h.finalize()), "row {row}");
-        }
     }
 
     #[test]

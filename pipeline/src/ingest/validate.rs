@@ -14,7 +14,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::config::{DatanetConfig, DatanetKind};
-use crate::ids::{RowIds, content_hash};
+use crate::ids::{content_hash, contribution_id};
 use crate::reason::ReasonCode;
 use crate::tables::defs;
 
@@ -185,7 +185,6 @@ pub fn validate_file(bytes: Bytes, datanet: &DatanetConfig, ctx: &RowContext) ->
     let mut text_bytes = Vec::with_capacity(num_rows);
     let mut content_bytes = 0u64;
     let mut joined = String::new();
-    let mut row_ids = RowIds::new(&ctx.file_sha256);
     for i in 0..num_rows {
         let text: &str = match (&text_arr, &prompt, &completion) {
             (Some(t), _, _) => {
@@ -217,7 +216,7 @@ pub fn validate_file(bytes: Bytes, datanet: &DatanetConfig, ctx: &RowContext) ->
         }
         content_bytes += text.len() as u64;
         text_bytes.push(text.len() as i64);
-        ids.extend_from_slice(row_ids.id(i as u64).as_bytes());
+        ids.extend_from_slice(contribution_id(&ctx.file_sha256, i as u64).as_bytes());
         hashes.extend_from_slice(content_hash(text).as_bytes());
         if text_arr.is_none() {
             text_b.append_value(text);
