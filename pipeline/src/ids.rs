@@ -5,6 +5,7 @@
 //! whitespace runs collapsed to one space (trimmed).
 
 use sha2::{Digest, Sha256};
+use tributary_hashes::Fold;
 use unicode_normalization::UnicodeNormalization;
 
 /// Hex sha256 of arbitrary bytes.
@@ -76,6 +77,43 @@ pub fn contribution_id(file_sha256: &[u8; 32], row_index: u64) -> Hex64 {
     h.update(file_sha256);
     h.update(row_index.to_be_bytes());
     Hex64::of(&h.finalize().into())
+}
+
+/// The ids of rows `0..rows` of the file whose sha256 is `file_sha256`: 64 hex digits per row,
+/// end to end, equal to [`contribution_id`] of each row. Ingest's per-file path: the rows are
+/// hashed sixteen at a time ([`tributary_hashes::sha256_many`]).
+pub fn contribution_ids_hex(file_sha256: &[u8; 32], rows: usize) -> Vec<u8> {
+    let messages: Vec<[u8; 40]> = (0..rows as u64)
+        .map(|i| {
+            let mut m = [0u8; 40];
+            m[..32].copy_from_slice(file_sha256);
+            m[32..].copy_from_slice(&i.to_be_bytes());
+            m
+        })
+        .collect();
+    let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
+    let mut hex = Vec::with_capacity(rows * 64);
+    tributary_hashes::hex_into(&tributary_hashes::sha256_many(&refs, Fold::Bytes), &mut hex);
+    hex
+}
+
+/// The content hash of each text: 64 hex digits per text, end to end, equal to [`content_hash`]
+/// of each. Ingest's per-file path: the texts are hashed sixteen at a time.
+///
+/// White-space-normalized ASCII text (most rows) is hashed as it is, lower-cased on the way into
+/// the hash; other text is normalized first. The hash lower-cases ASCII letters of every message,
+/// which leaves normalized text unchanged: [`normalize_text`] has already lower-cased every letter,
+/// and no character's lower-case form contains an upper-case ASCII letter.
+pub fn content_hashes_hex<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let texts: Vec<&str> = texts.into_iter().collect();
+    let normalized: Vec<Option<String>> = texts
+        .iter()
+        .map(|t| (!(t.is_ascii() && is_collapsed_ascii(t.as_bytes()))).then(|| normalize_text(t)))
+        .collect();
+    let messages: Vec<&[u8]> = texts.iter().zip(&normalized).map(|(t, n)| n.as_deref().unwrap_or(t).as_bytes()).collect();
+    let mut hex = Vec::with_capacity(texts.len() * 64);
+    tributary_hashes::hex_into(&tributary_hashes::sha256_many(&messages, Fold::AsciiLowercase), &mut hex);
+    hex
 }
 
 /// Normalize text for exact-duplicate detection: NFKC, lower case, collapsed whitespace.
@@ -265,6 +303,31 @@ mod tests {
         assert_eq!(hex32(&d), hex::encode(d));
         assert_eq!(Hex64::of(&d).to_string(), hex::encode(d));
         assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn batch_hashes_equal_the_per_row_ones() {
+        let file = [9u8; 32];
+        for rows in [0, 1, 3, 16, 17, 1000] {
+            let ids = contribution_ids_hex(&file, rows);
+            assert_eq!(ids.len(), rows * 64);
+            for (i, id) in ids.chunks_exact(64).enumerate() {
+                assert_eq!(id, contribution_id(&file, i as u64).as_bytes(), "row {i} of {rows}");
+            }
+        }
+        let collapsed_long = "The Quick brown FOX. ".repeat(40).trim_end().to_string();
+        let mut texts = vec![
+            "  A\x0bB\x0c C\r\n", "\x1fX  y\t", "", "   ", "a", "A b", "Tab\tEnd.", "MiXeD   case\n\n",
+            "Already Single Spaced.", "trailing ", " leading", &collapsed_long, "ﬁne Ｔｅｘｔ", "İSTANBUL  Straße",
+            "KELVIN \u{212a} Ω", "日本語 テキスト", "ÀÉÎ õü",
+        ];
+        let numbered: Vec<String> = (0..40).map(|i| format!("Row {i} of the FILE, {}", "x".repeat(i * 5))).collect();
+        texts.extend(numbered.iter().map(String::as_str));
+        let hashes = content_hashes_hex(texts.iter().copied());
+        assert_eq!(hashes.len(), texts.len() * 64);
+        for (t, h) in texts.iter().zip(hashes.chunks_exact(64)) {
+            assert_eq!(h, content_hash(t).as_bytes(), "{t:?}");
+        }
     }
 
     #[test]
