@@ -88,6 +88,27 @@ pub fn hex_into_portable(digests: &[[u8; 32]], out: &mut Vec<u8>) {
     }
 }
 
+/// Whether `bytes` are ASCII in white-space normal form: no white space but single spaces between
+/// other characters (no tab, line feed, vertical tab, form feed or carriage return, no leading,
+/// trailing or doubled space). Such text normalizes (NFKC, lower case, collapsed white space) by
+/// lower-casing alone, which [`Fold::AsciiLowercase`] does on the way into the hash. Empty is true.
+pub fn is_single_spaced_ascii(bytes: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        return x86::is_single_spaced_ascii(bytes);
+    }
+    is_single_spaced_ascii_portable(bytes)
+}
+
+/// [`is_single_spaced_ascii`] without SIMD intrinsics: branch-free folds the compiler vectorizes.
+pub fn is_single_spaced_ascii_portable(bytes: &[u8]) -> bool {
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else { return true };
+    // \t \n \x0b \x0c \r are 9..=13.
+    let other_white = bytes.iter().fold(false, |acc, &b| acc | (b.wrapping_sub(9) < 5));
+    let double_space = bytes.iter().zip(&bytes[1..]).fold(false, |acc, (&a, &b)| acc | ((a == b' ') & (b == b' ')));
+    bytes.is_ascii() && first != b' ' && last != b' ' && !other_white && !double_space
+}
+
 /// Whether [`sha256_many`] uses the sixteen-lane AVX-512 path on this CPU.
 pub fn accelerated() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -166,6 +187,43 @@ mod tests {
         assert_eq!(hex(got[2]), abc);
         let plain = sha256_many(&msgs, Fold::Bytes);
         assert_ne!(hex(plain[1]), abc, "without folding ABC is not abc");
+    }
+
+    #[test]
+    fn single_spaced_ascii_agrees_with_its_definition() {
+        let definition = |b: &[u8]| {
+            let text = std::str::from_utf8(b).ok().filter(|t| t.is_ascii());
+            text.is_some_and(|t| t.is_empty() || t.split(' ').all(|w| !w.is_empty() && !w.bytes().any(|c| c.is_ascii_whitespace() || c == 0x0b)))
+        };
+        let mut cases: Vec<Vec<u8>> = ["", " ", "a", "a b", "a  b", "a\tb", "a\x0bb", "a\x0cb", "a\rb", "a\nb", "\x1fa", "é", "ab ", " ab"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        // Doubled spaces, white space and non-ASCII bytes at each side of a 64-byte chunk boundary.
+        for at in [0, 1, 62, 63, 64, 65, 126, 127, 128, 198] {
+            for bad in [&b"  "[..], b"\t", b"\n", b"\r", "é".as_bytes(), b"\xff"] {
+                let mut v = b"word ".repeat(50);
+                v.truncate(200);
+                v[at..at + bad.len()].copy_from_slice(bad);
+                cases.push(v);
+            }
+            let mut v = vec![b'x'; at + 1];
+            v[at] = b' ';
+            cases.push(v.clone());
+            v.push(b'y');
+            cases.push(v);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..2000 {
+            let n = rng.random_range(0..300);
+            cases.push((0..n).map(|_| *[b'a', b'B', b' ', b' ', b'\t', 0x80].get(rng.random_range(0..40)).unwrap_or(&b'z')).collect());
+        }
+        for c in &cases {
+            let want = definition(c);
+            assert_eq!(is_single_spaced_ascii(c), want, "{:?}", String::from_utf8_lossy(c));
+            assert_eq!(is_single_spaced_ascii_portable(c), want, "portable: {:?}", String::from_utf8_lossy(c));
+        }
+        assert!(cases.iter().filter(|c| definition(c)).count() > 100, "the random cases include valid ones");
     }
 
     #[test]

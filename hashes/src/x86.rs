@@ -240,6 +240,34 @@ fn xor3(a: __m512i, b: __m512i, c: __m512i) -> __m512i {
     _mm512_ternarylogic_epi32::<0x96>(a, b, c)
 }
 
+/// [`crate::is_single_spaced_ascii`], 64 bytes at a time. Panics if AVX-512 F/BW is missing.
+pub fn is_single_spaced_ascii(bytes: &[u8]) -> bool {
+    assert!(available(), "is_single_spaced_ascii: AVX-512 F and BW are required");
+    // SAFETY: the CPU supports AVX-512 F and BW (checked above).
+    unsafe { single_spaced_lanes(bytes) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn single_spaced_lanes(bytes: &[u8]) -> bool {
+    // A space before the first byte, so that a leading space counts as doubled.
+    let mut space_before = 1u64;
+    for chunk in bytes.chunks(64) {
+        let mask = if chunk.len() == 64 { u64::MAX } else { (1u64 << chunk.len()) - 1 };
+        // SAFETY: the mask selects the chunk's bytes only; masked-off bytes are not accessed and
+        // read as zero, which is neither white space, a space nor non-ASCII.
+        let v = unsafe { _mm512_maskz_loadu_epi8(mask, chunk.as_ptr().cast::<i8>()) };
+        let non_ascii = _mm512_movepi8_mask(v);
+        let white = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8(9)), _mm512_set1_epi8(5));
+        let space = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b' ' as i8));
+        let doubled = space & ((space << 1) | space_before);
+        if non_ascii | white | doubled != 0 {
+            return false;
+        }
+        space_before = space >> 63;
+    }
+    bytes.last() != Some(&b' ')
+}
+
 /// Append 64 hex digits per digest. Panics if SSSE3 is missing.
 pub fn hex_into(digests: &[[u8; 32]], out: &mut Vec<u8>) {
     assert!(hex_available(), "hex_into: SSSE3 is required");

@@ -5,7 +5,7 @@
 //! whitespace runs collapsed to one space (trimmed).
 
 use sha2::{Digest, Sha256};
-use tributary_hashes::Fold;
+use tributary_hashes::{Fold, is_single_spaced_ascii};
 use unicode_normalization::UnicodeNormalization;
 
 /// Hex sha256 of arbitrary bytes.
@@ -108,7 +108,7 @@ pub fn content_hashes_hex<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<u
     let texts: Vec<&str> = texts.into_iter().collect();
     let normalized: Vec<Option<String>> = texts
         .iter()
-        .map(|t| (!(t.is_ascii() && is_collapsed_ascii(t.as_bytes()))).then(|| normalize_text(t)))
+        .map(|t| (!is_single_spaced_ascii(t.as_bytes())).then(|| normalize_text(t)))
         .collect();
     let messages: Vec<&[u8]> = texts.iter().zip(&normalized).map(|(t, n)| n.as_deref().unwrap_or(t).as_bytes()).collect();
     let mut hex = Vec::with_capacity(texts.len() * 64);
@@ -157,17 +157,11 @@ pub fn content_hash(text: &str) -> Hex64 {
     if !text.is_ascii() {
         return Hex64::of(&Sha256::digest(normalize_text(text).as_bytes()).into());
     }
+    if is_single_spaced_ascii(bytes) {
+        return Hex64::of(&tributary_hashes::sha256_one(bytes, Fold::AsciiLowercase));
+    }
     let mut hasher = Sha256::new();
     let mut buf = [0u8; 512];
-    if is_collapsed_ascii(bytes) {
-        for chunk in bytes.chunks(buf.len()) {
-            let out = &mut buf[..chunk.len()];
-            out.copy_from_slice(chunk);
-            out.make_ascii_lowercase();
-            hasher.update(out);
-        }
-        return Hex64::of(&hasher.finalize().into());
-    }
     let mut len = 0;
     let mut fold = AsciiFold::default();
     // Each input chunk adds at most its own length plus one pending space, so the buffer is
@@ -184,16 +178,6 @@ pub fn content_hash(text: &str) -> Hex64 {
     }
     hasher.update(&buf[..len]);
     Hex64::of(&hasher.finalize().into())
-}
-
-/// Whether ASCII `bytes` are already white-space-normalized: no white space but single spaces
-/// between other characters. Branch-free folds, so the compiler vectorizes them.
-fn is_collapsed_ascii(bytes: &[u8]) -> bool {
-    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else { return true };
-    // \t \n \x0b \x0c \r are 9..=13.
-    let other_white = bytes.iter().fold(false, |acc, &b| acc | (b.wrapping_sub(9) < 5));
-    let double_space = bytes.iter().zip(&bytes[1..]).fold(false, |acc, (&a, &b)| acc | ((a == b' ') & (b == b' ')));
-    first != b' ' && last != b' ' && !other_white && !double_space
 }
 
 /// The ASCII case of [`normalize_text`] (lower case, white-space runs collapsed to one space,
@@ -291,7 +275,7 @@ mod tests {
             assert_eq!(normalize_text(t), general(t), "{t:?}");
             assert_eq!(content_hash(t).as_str(), sha256_hex(general(t).as_bytes()), "{t:?}");
             // The lower-case-only path is taken exactly when folding changes nothing but case.
-            assert_eq!(is_collapsed_ascii(t.as_bytes()), general(t) == t.to_ascii_lowercase(), "{t:?}");
+            assert_eq!(is_single_spaced_ascii(t.as_bytes()), general(t) == t.to_ascii_lowercase(), "{t:?}");
         }
         for b in 0..128u8 {
             assert_eq!(is_ascii_white_space(b), char::from(b).is_whitespace(), "byte {b}");
