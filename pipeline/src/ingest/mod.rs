@@ -20,7 +20,6 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::epoch::epoch_of;
@@ -108,6 +107,50 @@ impl InFlight {
 /// ingest benchmark ran in 0.88 s instead of 0.98 s (README § Benchmarks). A large file would hold
 /// a worker for tens of milliseconds, so it still goes to the blocking pool.
 pub const INLINE_VALIDATION_BYTES: u64 = 4 << 20;
+
+/// Files hashed together: one per lane of [`tributary_hashes::sha256_many`].
+const HASH_GROUP_FILES: usize = 16;
+
+/// A group of files held in memory together is closed at this many bytes (a larger file is a
+/// group of its own), so that reading ahead for the hash stays bounded whatever the file sizes.
+const HASH_GROUP_BYTES: u64 = 32 << 20;
+
+/// Groups read and hashed ahead of the files being judged.
+const GROUPS_IN_FLIGHT: usize = 2;
+
+/// Split a batch's files, in order, into the groups that are read and hashed together.
+fn hash_groups(entries: Vec<InboxEntry>) -> Vec<Vec<InboxEntry>> {
+    let mut groups = Vec::new();
+    let (mut group, mut bytes) = (Vec::new(), 0u64);
+    for entry in entries {
+        if !group.is_empty() && (group.len() == HASH_GROUP_FILES || bytes.saturating_add(entry.size) > HASH_GROUP_BYTES) {
+            groups.push(std::mem::take(&mut group));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(entry.size);
+        group.push(entry);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
+}
+
+/// One file of a batch after reading: its log entry so far and, unless it was refused before its
+/// bytes were needed (bad path, unknown datanet, over the size limit, vanished), what was read.
+struct Fetched {
+    log: LogEntry,
+    read: Option<ReadFile>,
+}
+
+/// The bytes of a file to judge, and what judging them needs.
+struct ReadFile {
+    datanet: crate::config::DatanetConfig,
+    contributor: String,
+    bytes: Bytes,
+    /// The `.sig` companion, read when the datanet requires signatures.
+    sig: Option<Bytes>,
+}
 
 /// What judging one file needs; shared by the tasks that judge a batch's files concurrently.
 struct Judge {
@@ -250,14 +293,27 @@ impl IngestBuilder {
             // rules below are deterministic; accepted rows go straight to the Parquet writers,
             // which encode while the rest of the chunk is still being judged.
             let mut files = if self.dry_run { None } else { Some(commit::BronzeFiles::open(&self.tables).await?) };
-            // Each file is judged on a task of its own, so judging goes on while this loop waits
-            // for a writer, and the runtime's workers share the files between them.
+            // Files are read and hashed a group at a time (sixteen sha256s at once, see
+            // `tributary_hashes`), then each is judged on a task of its own, so judging goes on
+            // while this loop waits for a writer, and the runtime's workers share the files.
             let judge = Arc::new(Judge { config: self.config.clone(), tables: self.tables.clone() });
-            let mut judged = futures::stream::iter(chunk)
-                .map(|entry| {
+            let mut judged = futures::stream::iter(hash_groups(chunk))
+                .map(|group| {
                     let judge = judge.clone();
-                    let task = Spawned(tokio::spawn(async move { judge.judge_file(entry, batch, epoch, micros).await }));
-                    async move { task.await.map_err(|e| Error::Internal(format!("validation task failed: {e}")))? }
+                    let task = Spawned(tokio::spawn(async move { judge.read_group(group, batch, epoch, micros).await }));
+                    async move { task.await.map_err(|e| Error::Internal(format!("reading task failed: {e}")))? }
+                })
+                .buffered(GROUPS_IN_FLIGHT)
+                .flat_map(|group| {
+                    let files: Vec<Result<(Fetched, Option<[u8; 32]>)>> = match group {
+                        Ok(files) => files.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures::stream::iter(files)
+                })
+                .map(|fetched| {
+                    let task = fetched.map(|(f, sha)| Spawned(tokio::spawn(async move { Judge::judge_read(f, sha).await })));
+                    async move { task?.await.map_err(|e| Error::Internal(format!("validation task failed: {e}")))? }
                 })
                 .buffered(self.config.ingest.concurrency);
 
@@ -346,14 +402,40 @@ impl IngestBuilder {
 }
 
 impl Judge {
-    /// Read, hash and validate one inbox file; its log entry, and its rows if it is accepted.
-    async fn judge_file(
+    /// Read `group`'s files concurrently, then hash the bytes of all of them at once.
+    async fn read_group(
         &self,
-        entry: InboxEntry,
+        group: Vec<InboxEntry>,
         batch: i64,
         epoch: i64,
         micros: i64,
-    ) -> Result<(LogEntry, Option<Validated>)> {
+    ) -> Result<Vec<(Fetched, Option<[u8; 32]>)>> {
+        let reads = group.into_iter().map(|e| self.fetch_file(e, batch, epoch, micros));
+        let fetched = futures::future::try_join_all(reads).await?;
+        let hash = |fetched: Vec<Fetched>| {
+            let messages: Vec<&[u8]> = fetched.iter().filter_map(|f| f.read.as_ref()).map(|r| r.bytes.as_ref()).collect();
+            let mut shas = tributary_hashes::sha256_many(&messages, tributary_hashes::Fold::Bytes).into_iter();
+            fetched
+                .into_iter()
+                .map(|f| {
+                    let sha = f.read.as_ref().and_then(|_| shas.next());
+                    (f, sha)
+                })
+                .collect::<Vec<_>>()
+        };
+        let bytes: usize = fetched.iter().filter_map(|f| f.read.as_ref()).map(|r| r.bytes.len()).sum();
+        if bytes as u64 <= INLINE_VALIDATION_BYTES {
+            Ok(hash(fetched))
+        } else {
+            tokio::task::spawn_blocking(move || hash(fetched))
+                .await
+                .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))
+        }
+    }
+
+    /// Read one inbox file (and its signature); refuse it already if its path, datanet or size
+    /// is wrong.
+    async fn fetch_file(&self, entry: InboxEntry, batch: i64, epoch: i64, micros: i64) -> Result<Fetched> {
         let mut log = LogEntry {
             path: entry.path.clone(),
             datanet: None,
@@ -370,12 +452,7 @@ impl Judge {
             batch,
             ingested_at_micros: micros,
         };
-        let quarantine = |mut log: LogEntry, (code, detail): (ReasonCode, String)| {
-            log.status = FileStatus::Quarantined;
-            log.reason = Some(code.as_str().to_string());
-            log.detail = Some(detail);
-            Ok((log, None))
-        };
+        let quarantine = |log: LogEntry, refusal: (ReasonCode, String)| Ok(Fetched { log: quarantined(log, refusal), read: None });
         let parsed = match inbox::parse_path(&entry.path) {
             Ok(p) => p,
             Err(r) => return quarantine(log, r),
@@ -401,10 +478,7 @@ impl Judge {
             }
             Err(e) => return Err(e.into()),
         };
-        let datanet_cfg = datanet.clone();
-        let path = entry.path.clone();
-        let contributor = parsed.contributor.clone();
-        let sig_bytes = if datanet.require_signature {
+        let sig = if datanet.require_signature {
             match store.get(&Path::from(format!("{}{SIG_SUFFIX}", entry.path))).await {
                 Ok(r) => Some(r.bytes().await?),
                 Err(object_store::Error::NotFound { .. }) => None,
@@ -413,9 +487,18 @@ impl Judge {
         } else {
             None
         };
+        Ok(Fetched { log, read: Some(ReadFile { datanet, contributor: parsed.contributor, bytes, sig }) })
+    }
+
+    /// Judge a file whose bytes hash to `sha`: its log entry, and its rows if it is accepted. Small files are judged on the calling worker, large ones on a blocking thread
+    /// (see [`INLINE_VALIDATION_BYTES`]).
+    async fn judge_read(fetched: Fetched, sha: Option<[u8; 32]>) -> Result<(LogEntry, Option<Validated>)> {
+        let Fetched { mut log, read } = fetched;
+        let (Some(read), Some(sha)) = (read, sha) else { return Ok((log, None)) };
+        let ReadFile { datanet: datanet_cfg, contributor, bytes, sig: sig_bytes } = read;
+        let (path, epoch, micros, batch) = (log.path.clone(), log.epoch, log.ingested_at_micros, log.batch);
         let inline = bytes.len() as u64 <= INLINE_VALIDATION_BYTES;
         let judge = move || {
-            let sha: [u8; 32] = Sha256::digest(&bytes).into();
             let sha_hex = hex::encode(sha);
             if datanet_cfg.require_signature {
                 let Some(sig) = sig_bytes else {
@@ -450,7 +533,41 @@ impl Judge {
                 log.bytes = v.content_bytes;
                 Ok((log, Some(v)))
             }
-            Err(r) => quarantine(log, r),
+            Err(r) => Ok((quarantined(log, r), None)),
         }
+    }
+}
+
+/// `log` marked quarantined for `code`.
+fn quarantined(mut log: LogEntry, (code, detail): (ReasonCode, String)) -> LogEntry {
+    log.status = FileStatus::Quarantined;
+    log.reason = Some(code.as_str().to_string());
+    log.detail = Some(detail);
+    log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, size: u64) -> InboxEntry {
+        InboxEntry { path: format!("inbox/d/0x{:040x}/{i}.parquet", 1), size, etag: None }
+    }
+
+    #[test]
+    fn hash_groups_keep_order_and_bound_files_and_bytes() {
+        let sizes: Vec<u64> = (0..40).map(|i| if i == 20 { 100 << 20 } else { 1 << 20 }).collect();
+        let groups = hash_groups(sizes.iter().enumerate().map(|(i, &s)| entry(i, s)).collect());
+        let order: Vec<String> = groups.iter().flatten().map(|e| e.path.clone()).collect();
+        assert_eq!(order, (0..40).map(|i| entry(i, 0).path).collect::<Vec<_>>(), "every file once, in order");
+        for g in &groups {
+            assert!(!g.is_empty() && g.len() <= HASH_GROUP_FILES);
+            let bytes: u64 = g.iter().map(|e| e.size).sum();
+            assert!(bytes <= HASH_GROUP_BYTES || g.len() == 1, "{} files, {bytes} bytes", g.len());
+        }
+        let big = groups.iter().find(|g| g.iter().any(|e| e.size == 100 << 20)).expect("the big file");
+        assert_eq!(big.len(), 1, "a file over the byte bound is a group of its own");
+        assert_eq!(groups[0].len(), HASH_GROUP_FILES);
+        assert!(hash_groups(Vec::new()).is_empty());
     }
 }
