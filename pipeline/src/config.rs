@@ -130,7 +130,8 @@ pub struct IngestConfig {
     pub poll_interval_secs: u64,
     /// Files validated and committed together in one atomic batch.
     pub max_files_per_batch: usize,
-    /// Files read and validated concurrently.
+    /// Files validated concurrently, and the most reads in flight for each group of files that is
+    /// read ahead to be hashed together (up to 16 files, two groups ahead).
     pub concurrency: usize,
 }
 
@@ -582,7 +583,8 @@ length_secs = 86400
 poll_interval_secs = 10
 # Files validated and committed together in one atomic batch.
 max_files_per_batch = 256
-# Files read and validated concurrently.
+# Files validated concurrently; also the most reads at once for each group of up to 16 files
+# read ahead (two groups) so that their sha256s are computed together.
 concurrency = 8
 
 # One [[datanets]] block per datanet; contributors drop files in inbox/<name>/<0xaddress>/.

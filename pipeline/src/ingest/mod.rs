@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
@@ -402,7 +402,7 @@ impl IngestBuilder {
 }
 
 impl Judge {
-    /// Read `group`'s files concurrently, then hash the bytes of all of them at once.
+    /// Read `group`'s files (`ingest.concurrency` at a time), then hash the bytes of all of them at once.
     async fn read_group(
         &self,
         group: Vec<InboxEntry>,
@@ -410,8 +410,12 @@ impl Judge {
         epoch: i64,
         micros: i64,
     ) -> Result<Vec<(Fetched, Option<[u8; 32]>)>> {
-        let reads = group.into_iter().map(|e| self.fetch_file(e, batch, epoch, micros));
-        let fetched = futures::future::try_join_all(reads).await?;
+        // At most `concurrency` reads at once, in order.
+        let fetched: Vec<Fetched> = futures::stream::iter(group)
+            .map(|e| self.fetch_file(e, batch, epoch, micros))
+            .buffered(self.config.ingest.concurrency)
+            .try_collect()
+            .await?;
         let hash = |fetched: Vec<Fetched>| {
             let messages: Vec<&[u8]> = fetched.iter().filter_map(|f| f.read.as_ref()).map(|r| r.bytes.as_ref()).collect();
             let mut shas = tributary_hashes::sha256_many(&messages, tributary_hashes::Fold::Bytes).into_iter();
