@@ -79,13 +79,21 @@ pub fn hex_into(digests: &[[u8; 32]], out: &mut Vec<u8>) {
 
 /// [`hex_into`] a byte at a time (its fallback).
 pub fn hex_into_portable(digests: &[[u8; 32]], out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for d in digests {
-        for &b in d {
-            out.push(DIGITS[usize::from(b >> 4)]);
-            out.push(DIGITS[usize::from(b & 0x0f)]);
-        }
+        out.extend_from_slice(&hex64(d));
     }
+}
+
+/// The 64 lower-case hex digits of one digest, a table lookup per nibble.
+#[inline]
+pub fn hex64(digest: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
 }
 
 /// Whether `bytes` are ASCII in white-space normal form: no white space but single spaces between

@@ -26,13 +26,7 @@ pub struct Hex64([u8; 64]);
 impl Hex64 {
     /// Format `digest` (a table lookup per nibble).
     pub fn of(digest: &[u8; 32]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 64];
-        for (pair, &b) in out.chunks_exact_mut(2).zip(digest) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        Hex64(out)
+        Hex64(tributary_hashes::hex64(digest))
     }
 
     /// The digits as bytes (ASCII).

@@ -143,6 +143,12 @@ struct Fetched {
     read: Option<ReadFile>,
 }
 
+/// A file after its group was hashed: what was read comes with the sha256 of its bytes.
+struct Hashed {
+    log: LogEntry,
+    read: Option<(ReadFile, [u8; 32])>,
+}
+
 /// The bytes of a file to judge, and what judging them needs.
 struct ReadFile {
     datanet: crate::config::DatanetConfig,
@@ -305,14 +311,14 @@ impl IngestBuilder {
                 })
                 .buffered(GROUPS_IN_FLIGHT)
                 .flat_map(|group| {
-                    let files: Vec<Result<(Fetched, Option<[u8; 32]>)>> = match group {
+                    let files: Vec<Result<Hashed>> = match group {
                         Ok(files) => files.into_iter().map(Ok).collect(),
                         Err(e) => vec![Err(e)],
                     };
                     futures::stream::iter(files)
                 })
                 .map(|fetched| {
-                    let task = fetched.map(|(f, sha)| Spawned(tokio::spawn(async move { Judge::judge_read(f, sha).await })));
+                    let task = fetched.map(|f| Spawned(tokio::spawn(async move { Judge::judge_read(f).await })));
                     async move { task?.await.map_err(|e| Error::Internal(format!("validation task failed: {e}")))? }
                 })
                 .buffered(self.config.ingest.concurrency);
@@ -409,7 +415,7 @@ impl Judge {
         batch: i64,
         epoch: i64,
         micros: i64,
-    ) -> Result<Vec<(Fetched, Option<[u8; 32]>)>> {
+    ) -> Result<Vec<Hashed>> {
         // At most `concurrency` reads at once, in order.
         let fetched: Vec<Fetched> = futures::stream::iter(group)
             .map(|e| self.fetch_file(e, batch, epoch, micros))
@@ -421,10 +427,8 @@ impl Judge {
             let mut shas = tributary_hashes::sha256_many(&messages, tributary_hashes::Fold::Bytes).into_iter();
             fetched
                 .into_iter()
-                .map(|f| {
-                    let sha = f.read.as_ref().and_then(|_| shas.next());
-                    (f, sha)
-                })
+                // `sha256_many` returns one digest per message, in order: one per file read.
+                .map(|Fetched { log, read }| Hashed { log, read: read.and_then(|r| shas.next().map(|sha| (r, sha))) })
                 .collect::<Vec<_>>()
         };
         // A group of small files (sixteen typical ones: ~4 MB, ~1.5 ms) is hashed on this worker, a
@@ -498,9 +502,9 @@ impl Judge {
 
     /// Judge a file whose bytes hash to `sha`: its log entry, and its rows if it is accepted. Small files are judged on the calling worker, large ones on a blocking thread
     /// (see [`INLINE_VALIDATION_BYTES`]).
-    async fn judge_read(fetched: Fetched, sha: Option<[u8; 32]>) -> Result<(LogEntry, Option<Validated>)> {
-        let Fetched { mut log, read } = fetched;
-        let (Some(read), Some(sha)) = (read, sha) else { return Ok((log, None)) };
+    async fn judge_read(hashed: Hashed) -> Result<(LogEntry, Option<Validated>)> {
+        let Hashed { mut log, read } = hashed;
+        let Some((read, sha)) = read else { return Ok((log, None)) };
         let ReadFile { datanet: datanet_cfg, contributor, bytes, sig: sig_bytes } = read;
         let (path, epoch, micros, batch) = (log.path.clone(), log.epoch, log.ingested_at_micros, log.batch);
         let inline = bytes.len() as u64 <= INLINE_VALIDATION_BYTES;
