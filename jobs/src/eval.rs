@@ -19,6 +19,11 @@
 //!   LDS is computed against each of the two retrainings and the two figures averaged: the same
 //!   single-seed LDS, with less of the luck of one seed in it (the two differed by up to 0.18 at 50
 //!   subsets);
+//! - **group prediction** (`exact-block (group)`): the same LDS figures when each subset's losses
+//!   are predicted by [`crate::attribute::group`]'s Newton step with the kept rows' own curvature
+//!   instead of by summing row influences. It is not additive, so it can express that leaving out
+//!   every contributor who teaches something costs more than their margins add up to. Payouts stay
+//!   additive; this row measures what the attribution model knows about leaving out groups;
 //! - an **oracle count** for the contributor-level LDS of the corrupted scenario: a subset's loss
 //!   predicted by how many falsified rows it keeps — what knowing the bad rows exactly buys;
 //! - a **random-score control** (LDS ≈ 0) and the **cost** of each method relative to one training
@@ -35,13 +40,17 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scores};
+use crate::attribute::group::{self, GroupPredictor};
+use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scores, grads};
 use crate::batch::losses;
 use crate::corpus::{KbDatanet, KbSpec};
 use crate::error::{Error, Result};
 use crate::model::BaseModel;
 use crate::tokenizer::Encoded;
 use crate::train::{Quiet, TrainConfig, train_adapter};
+
+/// The table's row for the group prediction.
+pub const GROUP_ROW: &str = "exact-block (group)";
 
 /// Benchmark settings.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +71,8 @@ pub struct EvalConfig {
     pub damping: Option<f64>,
     /// Where `exact-block` takes its curvature from.
     pub curvature: Curvature,
+    /// Damping of the group prediction (`None`: [`group::DEFAULT_DAMPING`]).
+    pub group_damping: Option<f64>,
 }
 
 impl Default for EvalConfig {
@@ -75,6 +86,7 @@ impl Default for EvalConfig {
             threads: 2,
             damping: None,
             curvature: Curvature::default(),
+            group_damping: None,
         }
     }
 }
@@ -188,6 +200,9 @@ pub struct ContributorLdsData {
     pub kept: Vec<Vec<usize>>,
     /// Mean validation loss of each retraining, from the first and the second seed.
     pub loss: [Vec<f64>; 2],
+    /// The group prediction of each retraining: the predicted rise of the mean validation loss
+    /// when the contributors it leaves out are left out (the `exact-block (group)` row).
+    pub group: Vec<f64>,
     /// Per validation row (the bulk of the report; [`EvalReport::without_detail`] drops it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<LdsDetail>,
@@ -424,6 +439,25 @@ fn scenario(
         kept.push(cs);
         contrib_subsets.push(rows);
     }
+    // The group prediction of every subset (before the retrainings: it never sees them).
+    progress(EvalProgress::Phase(format!("{name}: group predictions of {} subsets", 2 * cfg.subsets)));
+    let t = Instant::now();
+    let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
+    let predictor = GroupPredictor::new(
+        &grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?,
+        &grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?,
+        cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING),
+    )?;
+    let kept_mask = |rows: &[usize]| {
+        let mut kept = vec![false; n];
+        rows.iter().for_each(|&i| kept[i] = true);
+        kept
+    };
+    let group_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| predictor.predict(&kept_mask(rows))).collect::<Result<_>>()?;
+    let group_contributors: Vec<f64> =
+        contrib_subsets.iter().map(|rows| predictor.predict_mean(&kept_mask(rows))).collect::<Result<_>>()?;
+    let group_seconds = t.elapsed().as_secs_f64();
+
     let mut jobs = Vec::new();
     for (k, subsets) in [&row_subsets, &contrib_subsets].into_iter().enumerate() {
         for (j, rows) in subsets.iter().enumerate() {
@@ -471,6 +505,9 @@ fn scenario(
         }
         .with_cost(*seconds, epoch_seconds));
     }
+    methods.push(
+        MethodFigures::lds(GROUP_ROW, ex_each(&group_rows), co_each(&group_contributors)).with_cost(group_seconds, epoch_seconds),
+    );
     methods.push(MethodFigures { auc_influence: corrupted.then(|| auc(&train_loss, &labels)), ..MethodFigures::named("training loss") });
     let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0xa11ce);
     let random = Scores {
@@ -500,6 +537,7 @@ fn scenario(
         row_falsified: labels.clone(),
         kept,
         loss: [co_a, co_b],
+        group: group_contributors,
         detail: Some(LdsDetail {
             val_loss: [cv_a, cv_b],
             val_loss_full: losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?,
@@ -533,6 +571,9 @@ pub fn run(base: &BaseModel, cfg: &EvalConfig, progress: &(dyn Fn(EvalProgress) 
     cfg.train.validate()?;
     for &m in &cfg.methods {
         cfg.attribution(m).validate()?;
+    }
+    if let Some(d) = cfg.group_damping.filter(|d| !(*d > 0.0 && d.is_finite())) {
+        return Err(Error::InvalidArgument(format!("group damping {d} must be positive")));
     }
     let started = Instant::now();
     let mut scenarios = Vec::new();

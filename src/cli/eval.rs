@@ -46,6 +46,9 @@ struct AttributionArgs {
     /// Damping of exact-block and datainf, positive (default: each method's).
     #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
     damping: Option<f64>,
+    /// Damping of the group prediction (the `exact-block (group)` row), positive.
+    #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
+    group_damping: Option<f64>,
     /// Training epochs of the adapter and of every retraining (default: `tributary train`'s).
     #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     epochs: usize,
@@ -80,6 +83,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         methods: a.methods,
         curvature: a.curvature,
         damping: a.damping,
+        group_damping: a.group_damping,
         ..EvalConfig::default()
     };
     cfg.train.epochs = a.epochs;

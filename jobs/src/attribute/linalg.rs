@@ -94,6 +94,23 @@ impl Square {
     }
 }
 
+impl Square {
+    /// Solve `L·Lᵀ x = b` where `self` is the Cholesky factor `L`.
+    pub fn cholesky_solve(&self, b: &[f64]) -> Vec<f64> {
+        let n = self.n;
+        let mut y = b.to_vec();
+        for i in 0..n {
+            let s: f64 = self.data[i * n..i * n + i].iter().zip(&y[..i]).map(|(l, y)| l * y).sum();
+            y[i] = (y[i] - s) / self.data[i * n + i];
+        }
+        for i in (0..n).rev() {
+            let s: f64 = (i + 1..n).map(|k| self.data[k * n + i] * y[k]).sum();
+            y[i] = (y[i] - s) / self.data[i * n + i];
+        }
+        y
+    }
+}
+
 /// A tensor's values as `f32`.
 pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Result<Vec<f32>> {
     t.clone()
@@ -131,6 +148,12 @@ mod tests {
                 let v: f64 = (0..3).map(|k| inv.data[i * 3 + k] * l.data[k * 3 + j]).sum();
                 assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12, "L⁻¹L at {i},{j} = {v}");
             }
+        }
+        let b = [1.0, -2.0, 0.5];
+        let x = l.cholesky_solve(&b);
+        for i in 0..3 {
+            let ax: f64 = (0..3).map(|k| a.data[i * 3 + k] * x[k]).sum();
+            assert!((ax - b[i]).abs() < 1e-12, "A·x at {i} = {ax}, want {}", b[i]);
         }
         let not_spd = Square { n: 2, data: vec![1.0, 2.0, 2.0, 1.0] };
         assert!(not_spd.cholesky().is_err());

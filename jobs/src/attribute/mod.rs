@@ -25,6 +25,7 @@ pub mod datainf;
 pub mod exact_block;
 pub mod grads;
 pub mod graddot;
+pub mod group;
 pub mod linalg;
 pub mod tracin;
 

@@ -251,10 +251,20 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         assert_eq!((n, m, s.contributors), (40, 8, 6), "{}", s.name);
         assert_eq!(s.corrupted_rows, if s.name == "corrupted" { 8 } else { 0 });
         let methods: Vec<&str> = s.methods.iter().map(|f| f.name.as_str()).collect();
-        for want in ["exact-block", "graddot", "training loss", "random", "oracle: falsified rows kept"] {
+        for want in ["exact-block", "graddot", eval::GROUP_ROW, "training loss", "random", "oracle: falsified rows kept"] {
             assert!(methods.contains(&want), "{}: {want} missing from {methods:?}", s.name);
         }
         let d = &s.contributor_lds;
+        // The group row's contributor LDS is the correlation of the published group predictions.
+        assert_eq!(d.group.len(), subsets);
+        assert!(d.group.iter().all(|g| g.is_finite()), "{:?}", d.group);
+        let group = s.methods.iter().find(|f| f.name == eval::GROUP_ROW).expect("group row");
+        let each = group.lds_contributor_each.expect("group contributor LDS");
+        for seed in 0..2 {
+            let again = spearman(&d.group, &d.loss[seed]);
+            assert!((again - each[seed]).abs() < 1e-9 || (again.is_nan() && each[seed].is_nan()), "group: {again} vs {each:?}");
+        }
+        assert!(group.cost_epochs.is_some_and(|c| c > 0.0), "{:?}", group.cost_epochs);
         assert_eq!(d.row_contributor.len(), n);
         assert_eq!(d.row_falsified.iter().filter(|f| **f).count(), s.corrupted_rows);
         assert_eq!(d.kept.len(), subsets);
