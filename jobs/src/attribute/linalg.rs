@@ -151,9 +151,9 @@ mod tests {
         }
         let b = [1.0, -2.0, 0.5];
         let x = l.cholesky_solve(&b);
-        for i in 0..3 {
+        for (i, want) in b.iter().enumerate() {
             let ax: f64 = (0..3).map(|k| a.data[i * 3 + k] * x[k]).sum();
-            assert!((ax - b[i]).abs() < 1e-12, "A·x at {i} = {ax}, want {}", b[i]);
+            assert!((ax - want).abs() < 1e-12, "A·x at {i} = {ax}, want {want}");
         }
         let not_spd = Square { n: 2, data: vec![1.0, 2.0, 2.0, 1.0] };
         assert!(not_spd.cholesky().is_err());
