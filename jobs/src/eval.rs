@@ -578,8 +578,8 @@ pub fn run(base: &BaseModel, cfg: &EvalConfig, progress: &(dyn Fn(EvalProgress) 
     for &m in &cfg.methods {
         cfg.attribution(m).validate()?;
     }
-    if let Some(d) = cfg.group_damping.filter(|d| !(*d > 0.0 && d.is_finite())) {
-        return Err(Error::InvalidArgument(format!("group damping {d} must be positive")));
+    if let Some(d) = cfg.group_damping {
+        group::check_damping(d)?;
     }
     let started = Instant::now();
     let mut scenarios = Vec::new();

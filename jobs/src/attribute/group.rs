@@ -77,9 +77,7 @@ impl GroupPredictor {
 
     /// [`GroupPredictor::new`], forcing the dual (`Some(true)`) or primal (`Some(false)`) form.
     fn with_form(train: &GradBlocks, val: &GradBlocks, damping: f64, dual: Option<bool>) -> Result<GroupPredictor> {
-        if !(damping > 0.0 && damping.is_finite()) {
-            return Err(Error::InvalidArgument(format!("group damping {damping} must be positive")));
-        }
+        check_damping(damping)?;
         if train.blocks.len() != val.blocks.len() || train.blocks.is_empty() {
             return Err(Error::Internal("training and validation gradients have different blocks".into()));
         }
@@ -100,11 +98,6 @@ impl GroupPredictor {
         Ok(GroupPredictor { n, m, blocks })
     }
 
-    /// Training rows.
-    pub fn rows(&self) -> usize {
-        self.n
-    }
-
     /// Predicted rise of each validation row's loss (`[M]`) when the rows with `kept[i] == false`
     /// are left out. Positive: leaving them out hurts.
     pub fn predict(&self, kept: &[bool]) -> Result<Vec<f64>> {
@@ -120,9 +113,8 @@ impl GroupPredictor {
         if s.is_empty() {
             return Err(Error::InvalidArgument("a group prediction needs at least one kept row".into()));
         }
-        let mu_of = |b: &Block| b.lambda * s.len() as f64;
         for b in &self.blocks {
-            let mu = mu_of(b);
+            let mu = b.lambda * s.len() as f64;
             match &b.form {
                 Form::Dual { k, c } => {
                     let n = self.n;
@@ -180,6 +172,15 @@ impl GroupPredictor {
     }
 }
 
+/// Refuse a damping that is not positive and finite.
+pub fn check_damping(damping: f64) -> Result<()> {
+    if damping > 0.0 && damping.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("group damping {damping} must be positive")))
+    }
+}
+
 fn host(t: &Tensor<2>) -> Result<Vec<f64>> {
     Ok(to_vec(t)?.into_iter().map(f64::from).collect())
 }
@@ -229,8 +230,7 @@ mod tests {
             let norm2: f64 = jb.iter().flatten().map(|x| f64::from(*x).powi(2)).sum();
             let mu = damping * norm2 / (n * p) as f64 * s;
             let mut a = Square { n: p, data: vec![0.0; p * p] };
-            for (i, g) in jb.iter().enumerate().filter(|(i, _)| kept[*i]) {
-                let _ = i;
+            for g in jb.iter().zip(kept).filter(|(_, k)| **k).map(|(g, _)| g) {
                 for x in 0..p {
                     for y in 0..p {
                         a.data[x * p + y] += f64::from(g[x]) * f64::from(g[y]);
