@@ -43,6 +43,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(d) = std::env::var("TRIBUTARY_EVAL_GROUP_DAMPING") {
         cfg.group_damping = Some(d.parse()?);
     }
+    if let Ok(c) = std::env::var("TRIBUTARY_EVAL_SEEDS") {
+        cfg.seeds = c.parse()?;
+    }
     if let Ok(c) = std::env::var("TRIBUTARY_EVAL_CURVATURE") {
         cfg.curvature = c.parse()?;
     }

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tributary_jobs::attribute::{Curvature, Method};
 use tributary_jobs::base_model::BaseModelSpec;
 use tributary_jobs::compute::Compute;
-use tributary_jobs::eval::{self, EvalConfig, EvalProgress};
+use tributary_jobs::eval::{self, EvalConfig, EvalProgress, RetrainSeeds};
 use tributary_jobs::model::BaseModel;
 use tributary_jobs::train::TrainConfig;
 
@@ -49,6 +49,10 @@ struct AttributionArgs {
     /// Damping of the group prediction (the `exact-block (group)` row), positive.
     #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
     group_damping: Option<f64>,
+    /// How the retrainings are seeded: `common` (the first retraining of every subset reuses the
+    /// attributed run's seed, the second one other seed) or `independent` (a fresh seed each).
+    #[arg(long, default_value = "common", value_parser = super::flag_value::<RetrainSeeds>)]
+    seeds: RetrainSeeds,
     /// Training epochs of the adapter and of every retraining (default: `tributary train`'s).
     #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     epochs: usize,
@@ -84,6 +88,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         curvature: a.curvature,
         damping: a.damping,
         group_damping: a.group_damping,
+        seeds: a.seeds,
         ..EvalConfig::default()
     };
     cfg.train.epochs = a.epochs;
