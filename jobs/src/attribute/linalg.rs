@@ -92,9 +92,7 @@ impl Square {
         }
         Square { n, data: y }
     }
-}
 
-impl Square {
     /// Solve `L·Lᵀ x = b` where `self` is the Cholesky factor `L`.
     pub fn cholesky_solve(&self, b: &[f64]) -> Vec<f64> {
         let n = self.n;

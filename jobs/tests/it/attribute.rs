@@ -219,19 +219,17 @@ fn eval_refuses_a_bad_damping_before_training() {
     use tributary_jobs::eval::{self, EvalConfig};
     let base = base();
     for damping in [0.0, -1.0, f64::NAN] {
-        let cfg = EvalConfig { subsets: 2, damping: Some(damping), ..EvalConfig::default() };
-        let phases = std::sync::Mutex::new(Vec::new());
-        let err = eval::run(&base, &cfg, &|p| phases.lock().expect("lock").push(format!("{p:?}"))).expect_err("refused");
-        assert!(matches!(err, Error::InvalidArgument(_)), "{damping}: {err}");
-        assert!(err.to_string().contains("damping"), "{damping}: {err}");
-        assert!(phases.lock().expect("lock").is_empty(), "{damping}: work started: {:?}", phases.lock());
-    }    for damping in [0.0, -1.0, f64::NAN] {
-        let cfg = EvalConfig { subsets: 2, group_damping: Some(damping), ..EvalConfig::default() };
-        let phases = std::sync::Mutex::new(Vec::new());
-        let err = eval::run(&base, &cfg, &|p| phases.lock().expect("lock").push(format!("{p:?}"))).expect_err("refused");
-        assert!(matches!(err, Error::InvalidArgument(_)), "group {damping}: {err}");
-        assert!(err.to_string().contains("group damping"), "group {damping}: {err}");
-        assert!(phases.lock().expect("lock").is_empty(), "group {damping}: work started: {:?}", phases.lock());
+        let cases = [
+            ("damping", EvalConfig { subsets: 2, damping: Some(damping), ..EvalConfig::default() }),
+            ("group damping", EvalConfig { subsets: 2, group_damping: Some(damping), ..EvalConfig::default() }),
+        ];
+        for (what, cfg) in cases {
+            let phases = std::sync::Mutex::new(Vec::new());
+            let err = eval::run(&base, &cfg, &|p| phases.lock().expect("lock").push(format!("{p:?}"))).expect_err("refused");
+            assert!(matches!(err, Error::InvalidArgument(_)), "{what} {damping}: {err}");
+            assert!(err.to_string().contains(what), "{what} {damping}: {err}");
+            assert!(phases.lock().expect("lock").is_empty(), "{what} {damping}: work started: {:?}", phases.lock());
+        }
     }
 }
 
