@@ -173,6 +173,10 @@ pub struct MethodFigures {
     pub lds_example_each: Option<[f64; 2]>,
     /// Contributor-level LDS against the first and the second seed's retrainings.
     pub lds_contributor_each: Option<[f64; 2]>,
+    /// 95% bootstrap interval of `lds_example` ([`bootstrap_interval`] over the subsets).
+    pub lds_example_interval: Option<[f64; 2]>,
+    /// 95% bootstrap interval of `lds_contributor`.
+    pub lds_contributor_interval: Option<[f64; 2]>,
     /// Seconds spent attributing.
     pub seconds: Option<f64>,
     /// `seconds` / seconds of one training epoch.
@@ -190,6 +194,8 @@ impl MethodFigures {
             lds_contributor: None,
             lds_example_each: None,
             lds_contributor_each: None,
+            lds_example_interval: None,
+            lds_contributor_interval: None,
             seconds: None,
             cost_epochs: None,
         }
@@ -204,6 +210,10 @@ impl MethodFigures {
             lds_contributor_each: Some(contributor),
             ..MethodFigures::named(name)
         }
+    }
+
+    fn with_intervals(self, [example, contributor]: [[f64; 2]; 2]) -> Self {
+        MethodFigures { lds_example_interval: Some(example), lds_contributor_interval: Some(contributor), ..self }
     }
 
     fn with_cost(self, seconds: f64, epoch_seconds: f64) -> Self {
@@ -234,6 +244,8 @@ pub struct ScenarioReport {
     pub ceiling_example: f64,
     /// Noise ceiling of the contributor-level LDS.
     pub ceiling_contributor: f64,
+    /// 95% bootstrap intervals of the two ceilings (example, contributor).
+    pub ceiling_intervals: [[f64; 2]; 2],
     /// Methods and baselines.
     pub methods: Vec<MethodFigures>,
     /// What the contributor-level LDS was computed from, for analyses beyond the table.
@@ -357,6 +369,40 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
     }
     let sum: f64 = r.iter().zip(labels).filter(|(_, l)| **l).map(|(r, _)| *r).sum();
     (sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Resamples behind every LDS interval.
+pub const BOOTSTRAP_DRAWS: usize = 1000;
+
+/// A 95% percentile-bootstrap interval of a statistic of `n` subsets: `stat` recomputed on `draws`
+/// resamples of the subset indices (with replacement), the 2.5th and 97.5th percentiles of what it
+/// gives. Seeded, so the same report gives the same interval; callers that compare figures pass the
+/// same seed, so every figure sees the same resamples.
+pub fn bootstrap_interval(n: usize, draws: usize, seed: u64, stat: impl Fn(&[usize]) -> f64) -> [f64; 2] {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut idx = vec![0; n];
+    let mut values: Vec<f64> = (0..draws)
+        .map(|_| {
+            idx.iter_mut().for_each(|i| *i = rng.random_range(0..n.max(1)));
+            stat(&idx)
+        })
+        .filter(|v| v.is_finite())
+        .collect();
+    values.sort_by(f64::total_cmp);
+    [quantile(&values, 0.025), quantile(&values, 0.975)]
+}
+
+/// The `q` quantile of sorted `v`, interpolating linearly (NaN when empty).
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let Some(last) = v.len().checked_sub(1) else { return f64::NAN };
+    let at = q * last as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
+}
+
+/// The rows of `v` at `idx`, in that order.
+fn pick<T: Clone>(v: &[T], idx: &[usize]) -> Vec<T> {
+    idx.iter().map(|&j| v[j].clone()).collect()
 }
 
 /// A retraining job: which rows, which seed.
@@ -546,6 +592,25 @@ fn scenario(
     let co_b: Vec<f64> = cv_b.iter().map(|r| mean(r)).collect();
     let ceiling_example = lds_example(&ex_b, &ex_a);
     let ceiling_contributor = spearman(&co_b, &co_a);
+    // 95% intervals: every figure recomputed on the same resamples of the subsets.
+    let boot = |stat: &dyn Fn(&[usize]) -> f64| bootstrap_interval(s, BOOTSTRAP_DRAWS, cfg.kb.seed ^ 0xb007, stat);
+    let ceiling_intervals = [
+        boot(&|i| lds_example(&pick(&ex_b, i), &pick(&ex_a, i))),
+        boot(&|i| spearman(&pick(&co_b, i), &pick(&co_a, i))),
+    ];
+    let ex_interval = |pred: &[Vec<f64>]| {
+        boot(&|i| {
+            let p = pick(pred, i);
+            (lds_example(&p, &pick(&ex_a, i)) + lds_example(&p, &pick(&ex_b, i))) / 2.0
+        })
+    };
+    let co_interval = |pred: &[f64]| {
+        boot(&|i| {
+            let p = pick(pred, i);
+            (spearman(&p, &pick(&co_a, i)) + spearman(&p, &pick(&co_b, i))) / 2.0
+        })
+    };
+    let intervals = |rows: &[Vec<f64>], contributors: &[f64]| [ex_interval(rows), co_interval(contributors)];
 
     let contributor_pred = |scores: &Scores| -> Vec<f64> {
         let inf = scores.row_influence();
@@ -559,16 +624,22 @@ fn scenario(
     for (m, scores, seconds) in &method_scores {
         let inf = scores.row_influence();
         let neg: Vec<f64> = inf.iter().map(|x| -x).collect();
-        methods.push(MethodFigures {
-            name: m.name().to_string(),
-            auc_influence: corrupted.then(|| auc(&neg, &labels)),
-            auc_self: corrupted.then(|| auc(&scores.self_influence, &labels)),
-            ..MethodFigures::lds(m.name(), ex_each(&predicted(scores, &row_subsets)), co_each(&contributor_pred(scores)))
-        }
-        .with_cost(*seconds, epoch_seconds));
+        let (by_row, by_contributor) = (predicted(scores, &row_subsets), contributor_pred(scores));
+        methods.push(
+            MethodFigures {
+                name: m.name().to_string(),
+                auc_influence: corrupted.then(|| auc(&neg, &labels)),
+                auc_self: corrupted.then(|| auc(&scores.self_influence, &labels)),
+                ..MethodFigures::lds(m.name(), ex_each(&by_row), co_each(&by_contributor))
+            }
+            .with_intervals(intervals(&by_row, &by_contributor))
+            .with_cost(*seconds, epoch_seconds),
+        );
     }
     methods.push(
-        MethodFigures::lds(GROUP_ROW, ex_each(&group_rows), co_each(&group_contributors)).with_cost(group_seconds, epoch_seconds),
+        MethodFigures::lds(GROUP_ROW, ex_each(&group_rows), co_each(&group_contributors))
+            .with_intervals(intervals(&group_rows, &group_contributors))
+            .with_cost(group_seconds, epoch_seconds),
     );
     methods.push(MethodFigures { auc_influence: corrupted.then(|| auc(&train_loss, &labels)), ..MethodFigures::named("training loss") });
     let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0xa11ce);
@@ -578,18 +649,27 @@ fn scenario(
         pair: (0..n * val.len()).map(|_| rng.random::<f64>() - 0.5).collect(),
         self_influence: (0..n).map(|_| rng.random::<f64>()).collect(),
     };
-    methods.push(MethodFigures {
-        auc_influence: corrupted.then(|| auc(&random.row_influence(), &labels)),
-        auc_self: corrupted.then(|| auc(&random.self_influence, &labels)),
-        ..MethodFigures::lds("random", ex_each(&predicted(&random, &row_subsets)), co_each(&contributor_pred(&random)))
-    });
+    let (by_row, by_contributor) = (predicted(&random, &row_subsets), contributor_pred(&random));
+    methods.push(
+        MethodFigures {
+            auc_influence: corrupted.then(|| auc(&random.row_influence(), &labels)),
+            auc_self: corrupted.then(|| auc(&random.self_influence, &labels)),
+            ..MethodFigures::lds("random", ex_each(&by_row), co_each(&by_contributor))
+        }
+        .with_intervals(intervals(&by_row, &by_contributor)),
+    );
     // The oracle knows the falsified rows: a subset's loss rises with how many it keeps.
     let oracle_pred: Vec<f64> =
         contrib_subsets.iter().map(|rows| rows.iter().filter(|&&i| labels[i]).count() as f64).collect();
     let oracle = MethodFigures::named("oracle: falsified rows kept");
     methods.push(if corrupted {
         let each = co_each(&oracle_pred);
-        MethodFigures { lds_contributor: Some(mean(&each)), lds_contributor_each: Some(each), ..oracle }
+        MethodFigures {
+            lds_contributor: Some(mean(&each)),
+            lds_contributor_each: Some(each),
+            lds_contributor_interval: Some(co_interval(&oracle_pred)),
+            ..oracle
+        }
     } else {
         oracle
     });
@@ -617,6 +697,7 @@ fn scenario(
         epoch_seconds,
         ceiling_example,
         ceiling_contributor,
+        ceiling_intervals,
         methods,
         contributor_lds,
         retrainings: jobs.len(),
@@ -714,6 +795,34 @@ impl EvalReport {
         out.pop();
         out.push_str(".\n");
         out.push_str(&format!(
+            "\n95% bootstrap intervals (the {} subsets resampled {BOOTSTRAP_DRAWS} times, the same resamples for every row):\n\n",
+            self.config.subsets
+        ));
+        out.push_str("| method | example LDS | contributor LDS | clean: example LDS | clean: contributor LDS |\n|---|---|---|---|---|\n");
+        let interval = |x: Option<[f64; 2]>| x.map_or_else(|| "–".to_string(), |[lo, hi]| format!("{lo:.2} – {hi:.2}"));
+        for (mc, mk) in c.methods.iter().zip(&k.methods) {
+            if mc.lds_example_interval.is_none() && mc.lds_contributor_interval.is_none() {
+                continue;
+            }
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                mc.name,
+                interval(mc.lds_example_interval),
+                interval(mc.lds_contributor_interval),
+                interval(mk.lds_example_interval),
+                interval(mk.lds_contributor_interval)
+            ));
+        }
+        let [ce, cc] = c.ceiling_intervals.map(Some);
+        let [ke, kc] = k.ceiling_intervals.map(Some);
+        out.push_str(&format!(
+            "| noise ceiling (2nd seed) | {} | {} | {} | {} |\n",
+            interval(ce),
+            interval(cc),
+            interval(ke),
+            interval(kc)
+        ));
+        out.push_str(&format!(
             "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
              validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings, seeds {}; {:.0}s in all; \
              exact-block's curvature: {}; the group prediction's cost counts building it, and predicting {} subsets took \
@@ -769,5 +878,30 @@ mod tests {
             Ok(s) => panic!("\"fresh\" parsed as {s}"),
         }
         Ok(())
+    }
+
+    #[test]
+    fn bootstrap_intervals_bracket_the_figure_and_narrow_with_more_subsets() {
+        assert_eq!(quantile(&[0.0, 1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+        assert!((quantile(&[0.0, 1.0, 2.0, 3.0, 4.0], 0.025) - 0.1).abs() < 1e-12);
+        assert!(quantile(&[], 0.5).is_nan());
+        // A prediction that ranks every subset right stays at 1 on every resample.
+        let x: Vec<f64> = (0..50).map(|i| i as f64).collect();
+        let y: Vec<f64> = x.iter().map(|v| v * v).collect();
+        let [lo, hi] = bootstrap_interval(50, 200, 1, |i| spearman(&pick(&x, i), &pick(&y, i)));
+        assert!(lo > 0.999 && hi <= 1.0 + 1e-12, "{lo} {hi}");
+        // A noisy one: the interval holds the full-sample figure and shrinks as subsets are added.
+        let mut rng = StdRng::seed_from_u64(5);
+        let x: Vec<f64> = (0..400).map(|_| rng.random::<f64>()).collect();
+        let y: Vec<f64> = x.iter().map(|v| v + rng.random::<f64>()).collect();
+        let width = |n: usize| {
+            let full = spearman(&x[..n], &y[..n]);
+            let [lo, hi] = bootstrap_interval(n, 500, 2, |i| spearman(&pick(&x, i), &pick(&y, i)));
+            assert!(lo < full && full < hi, "{lo} < {full} < {hi} with {n} subsets");
+            assert_eq!([lo, hi], bootstrap_interval(n, 500, 2, |i| spearman(&pick(&x, i), &pick(&y, i))), "seeded");
+            hi - lo
+        };
+        let (narrow, wide) = (width(400), width(25));
+        assert!(narrow < wide / 2.0, "400 subsets give {narrow}, 25 give {wide}");
     }
 }

@@ -270,6 +270,13 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
             assert!((again - each[seed]).abs() < 1e-9 || (again.is_nan() && each[seed].is_nan()), "group: {again} vs {each:?}");
         }
         assert!(group.cost_epochs.is_some_and(|c| c > 0.0), "{:?}", group.cost_epochs);
+        // Every LDS figure comes with its bootstrap interval, a real range of correlations.
+        let in_range = |x: Option<[f64; 2]>| x.is_some_and(|[lo, hi]| -1.0 - 1e-9 <= lo && lo <= hi && hi <= 1.0 + 1e-9);
+        for f in &s.methods {
+            assert_eq!(f.lds_contributor.is_some(), in_range(f.lds_contributor_interval), "{}: {:?}", f.name, f.lds_contributor_interval);
+            assert_eq!(f.lds_example.is_some(), in_range(f.lds_example_interval), "{}: {:?}", f.name, f.lds_example_interval);
+        }
+        assert!(s.ceiling_intervals.iter().all(|&i| in_range(Some(i))), "{:?}", s.ceiling_intervals);
         assert_eq!(d.row_contributor.len(), n);
         assert_eq!(d.row_falsified.iter().filter(|f| **f).count(), s.corrupted_rows);
         assert_eq!(d.kept.len(), subsets);
@@ -305,7 +312,7 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         }
     }
     let table = report.markdown();
-    for want in ["exact-block", "graddot", "noise ceiling"] {
+    for want in ["exact-block", "graddot", "noise ceiling", "95% bootstrap intervals (the 4 subsets resampled 1000 times"] {
         assert!(table.contains(want), "{want} missing from\n{table}");
     }
     // `--format json` prints the report without the per-row detail, and nothing else is dropped.
