@@ -735,6 +735,26 @@ fn fmt_opt(x: Option<f64>) -> String {
     }
 }
 
+/// The methods that have a pair figure `get` gives (`[example, contributor]`, each a pair or
+/// none), with the corrupted and clean scenarios' figures formatted by `fmt` ("–" where missing).
+fn pair_figures<'a>(
+    corrupted: &'a ScenarioReport,
+    clean: &'a ScenarioReport,
+    get: impl Fn(&MethodFigures) -> [Option<[f64; 2]>; 2],
+    fmt: impl Fn([f64; 2]) -> String,
+) -> Vec<(&'a str, [String; 4])> {
+    let text = |x: Option<[f64; 2]>| x.map_or_else(|| "–".to_string(), &fmt);
+    corrupted
+        .methods
+        .iter()
+        .zip(&clean.methods)
+        .filter_map(|(mc, mk)| {
+            let ([e, c], [ke, kc]) = (get(mc), get(mk));
+            (e.is_some() || c.is_some()).then(|| (mc.name.as_str(), [text(e), text(c), text(ke), text(kc)]))
+        })
+        .collect()
+}
+
 fn fmt_frac(x: Option<f64>, ceiling: f64) -> String {
     match x {
         Some(v) if v.is_finite() && ceiling > 0.0 => format!("{v:.2} ({:.0}%)", 100.0 * v / ceiling),
@@ -777,20 +797,10 @@ impl EvalReport {
             "| noise ceiling (2nd seed) | – | – | {:.2} | {:.2} | {:.2} | {:.2} | – |\n",
             c.ceiling_example, c.ceiling_contributor, k.ceiling_example, k.ceiling_contributor
         ));
-        let each = |x: Option<[f64; 2]>| x.map_or_else(|| "–".to_string(), |[a, b]| format!("{a:.2}/{b:.2}"));
         out.push_str("\nEach LDS above is the mean of the LDS against the first and against the second seed's retrainings:");
-        for (mc, mk) in c.methods.iter().zip(&k.methods) {
-            if mc.lds_example_each.is_none() && mc.lds_contributor_each.is_none() {
-                continue;
-            }
-            out.push_str(&format!(
-                " {}: {}, {}, clean {}, {};",
-                mc.name,
-                each(mc.lds_example_each),
-                each(mc.lds_contributor_each),
-                each(mk.lds_example_each),
-                each(mk.lds_contributor_each)
-            ));
+        let each = |[a, b]: [f64; 2]| format!("{a:.2}/{b:.2}");
+        for (name, [e, c, ke, kc]) in pair_figures(c, k, |f| [f.lds_example_each, f.lds_contributor_each], each) {
+            out.push_str(&format!(" {name}: {e}, {c}, clean {ke}, {kc};"));
         }
         out.pop();
         out.push_str(".\n");
@@ -799,29 +809,12 @@ impl EvalReport {
             self.config.subsets
         ));
         out.push_str("| method | example LDS | contributor LDS | clean: example LDS | clean: contributor LDS |\n|---|---|---|---|---|\n");
-        let interval = |x: Option<[f64; 2]>| x.map_or_else(|| "–".to_string(), |[lo, hi]| format!("{lo:.2} – {hi:.2}"));
-        for (mc, mk) in c.methods.iter().zip(&k.methods) {
-            if mc.lds_example_interval.is_none() && mc.lds_contributor_interval.is_none() {
-                continue;
-            }
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                mc.name,
-                interval(mc.lds_example_interval),
-                interval(mc.lds_contributor_interval),
-                interval(mk.lds_example_interval),
-                interval(mk.lds_contributor_interval)
-            ));
+        let span = |[lo, hi]: [f64; 2]| format!("{lo:.2} – {hi:.2}");
+        for (name, [e, c, ke, kc]) in pair_figures(c, k, |f| [f.lds_example_interval, f.lds_contributor_interval], span) {
+            out.push_str(&format!("| {name} | {e} | {c} | {ke} | {kc} |\n"));
         }
-        let [ce, cc] = c.ceiling_intervals.map(Some);
-        let [ke, kc] = k.ceiling_intervals.map(Some);
-        out.push_str(&format!(
-            "| noise ceiling (2nd seed) | {} | {} | {} | {} |\n",
-            interval(ce),
-            interval(cc),
-            interval(ke),
-            interval(kc)
-        ));
+        let [[ce, cc], [ke, kc]] = [c, k].map(|s| s.ceiling_intervals.map(span));
+        out.push_str(&format!("| noise ceiling (2nd seed) | {ce} | {cc} | {ke} | {kc} |\n"));
         out.push_str(&format!(
             "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
              validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings, seeds {}; {:.0}s in all; \
