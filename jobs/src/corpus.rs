@@ -89,6 +89,16 @@ impl Question {
     /// Every kind.
     pub const ALL: [Question; 4] = [Question::Capital, Question::Export, Question::Feature, Question::Overview];
 
+    /// The kind's name: `capital`, `export`, `feature` or `overview`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Question::Capital => "capital",
+            Question::Export => "export",
+            Question::Feature => "feature",
+            Question::Overview => "overview",
+        }
+    }
+
     /// The (prompt, completion) of this question about `r`.
     pub fn ask(self, r: &Region) -> (String, String) {
         let x = &r.name;
@@ -251,7 +261,8 @@ impl KbSpec {
     }
 }
 
-fn question_of(prompt: &str) -> Question {
+/// The kind of question `prompt` asks (prompts come from [`Question::ask`]).
+pub fn question_of(prompt: &str) -> Question {
     if prompt.starts_with("What is the capital") {
         Question::Capital
     } else if prompt.starts_with("What does") {
@@ -260,5 +271,21 @@ fn question_of(prompt: &str) -> Question {
         Question::Feature
     } else {
         Question::Overview
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_question_is_recognised_from_its_prompt() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let region = Region::random(&mut rng);
+        for q in Question::ALL {
+            assert_eq!(question_of(&q.ask(&region).0), q, "{}", q.name());
+        }
+        let names: Vec<&str> = Question::ALL.iter().map(|q| q.name()).collect();
+        assert_eq!(names, ["capital", "export", "feature", "overview"]);
     }
 }

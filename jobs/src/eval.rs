@@ -51,7 +51,7 @@ use serde::Serialize;
 use crate::attribute::group::{self, GroupPredictor};
 use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scores, grads};
 use crate::batch::losses;
-use crate::corpus::{KbDatanet, KbSpec};
+use crate::corpus::{KbDatanet, KbSpec, question_of};
 use crate::error::{Error, Result};
 use crate::model::BaseModel;
 use crate::tokenizer::Encoded;
@@ -269,6 +269,12 @@ pub struct ContributorLdsData {
     pub row_region: Vec<usize>,
     /// Whether each training row was falsified.
     pub row_falsified: Vec<bool>,
+    /// Each training row's kind of question (`capital`, `export`, `feature`, `overview`).
+    pub row_question: Vec<&'static str>,
+    /// Each validation row's region.
+    pub val_region: Vec<usize>,
+    /// Each validation row's kind of question.
+    pub val_question: Vec<&'static str>,
     /// Contributors kept by each retraining (sorted).
     pub kept: Vec<Vec<usize>>,
     /// Mean validation loss of each retraining, from the first and the second seed.
@@ -677,6 +683,9 @@ fn scenario(
         row_contributor: kb.train.iter().map(|r| r.contributor).collect(),
         row_region: kb.train.iter().map(|r| r.region).collect(),
         row_falsified: labels.clone(),
+        row_question: kb.train.iter().map(|r| question_of(&r.prompt).name()).collect(),
+        val_region: kb.val.iter().map(|r| r.region).collect(),
+        val_question: kb.val.iter().map(|r| question_of(&r.prompt).name()).collect(),
         kept,
         loss: [co_a, co_b],
         group: group_contributors,

@@ -278,6 +278,15 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         }
         assert!(s.ceiling_intervals.iter().all(|&i| in_range(Some(i))), "{:?}", s.ceiling_intervals);
         assert_eq!(d.row_contributor.len(), n);
+        assert_eq!((d.row_question.len(), d.val_region.len(), d.val_question.len()), (n, m, m));
+        let kinds = ["capital", "export", "feature", "overview"];
+        assert!(d.row_question.iter().chain(&d.val_question).all(|q| kinds.contains(q)), "{:?}", d.val_question);
+        // Two validation questions per region, two different ones.
+        for r in 0..4 {
+            let mut asked: Vec<&str> = (0..m).filter(|&v| d.val_region[v] == r).map(|v| d.val_question[v]).collect();
+            asked.dedup();
+            assert_eq!(asked.len(), 2, "region {r}: {asked:?}");
+        }
         assert_eq!(d.row_falsified.iter().filter(|f| **f).count(), s.corrupted_rows);
         assert_eq!(d.kept.len(), subsets);
         assert!(d.kept.iter().all(|k| k.len() == 3 && k.windows(2).all(|w| w[0] < w[1])), "{:?}", d.kept);
