@@ -81,5 +81,6 @@ def main():
         clean = by_kind(scenarios["clean"], k) if "clean" in scenarios else float("nan")
         print(f"  {k:<48} {by_kind(s, k):9.3f} {clean:7.3f}")
 
+
 if __name__ == "__main__":
     main()

@@ -596,35 +596,32 @@ fn scenario(
     }
     let co_a: Vec<f64> = cv_a.iter().map(|r| mean(r)).collect();
     let co_b: Vec<f64> = cv_b.iter().map(|r| mean(r)).collect();
-    let ceiling_example = lds_example(&ex_b, &ex_a);
-    let ceiling_contributor = spearman(&co_b, &co_a);
-    // 95% intervals: every figure recomputed on the same resamples of the subsets.
+    // Every statistic once, on the subsets at `i`: the figures take every subset, the 95% intervals
+    // the same resamples of them for every figure.
+    let all: Vec<usize> = (0..s).collect();
     let boot = |stat: &dyn Fn(&[usize]) -> f64| bootstrap_interval(s, BOOTSTRAP_DRAWS, cfg.kb.seed ^ 0xb007, stat);
-    let ceiling_intervals = [
-        boot(&|i| lds_example(&pick(&ex_b, i), &pick(&ex_a, i))),
-        boot(&|i| spearman(&pick(&co_b, i), &pick(&co_a, i))),
-    ];
-    let ex_interval = |pred: &[Vec<f64>]| {
-        boot(&|i| {
-            let p = pick(pred, i);
-            (lds_example(&p, &pick(&ex_a, i)) + lds_example(&p, &pick(&ex_b, i))) / 2.0
-        })
+    let ceiling_ex_at = |i: &[usize]| lds_example(&pick(&ex_b, i), &pick(&ex_a, i));
+    let ceiling_co_at = |i: &[usize]| spearman(&pick(&co_b, i), &pick(&co_a, i));
+    let (ceiling_example, ceiling_contributor) = (ceiling_ex_at(&all), ceiling_co_at(&all));
+    let ceiling_intervals = [boot(&ceiling_ex_at), boot(&ceiling_co_at)];
+    // Every LDS against each seed's retrainings.
+    let ex_at = |pred: &[Vec<f64>], i: &[usize]| {
+        let p = pick(pred, i);
+        [lds_example(&p, &pick(&ex_a, i)), lds_example(&p, &pick(&ex_b, i))]
     };
-    let co_interval = |pred: &[f64]| {
-        boot(&|i| {
-            let p = pick(pred, i);
-            (spearman(&p, &pick(&co_a, i)) + spearman(&p, &pick(&co_b, i))) / 2.0
-        })
+    let co_at = |pred: &[f64], i: &[usize]| {
+        let p = pick(pred, i);
+        [spearman(&p, &pick(&co_a, i)), spearman(&p, &pick(&co_b, i))]
     };
-    let intervals = |rows: &[Vec<f64>], contributors: &[f64]| [ex_interval(rows), co_interval(contributors)];
+    let ex_each = |pred: &[Vec<f64>]| ex_at(pred, &all);
+    let co_each = |pred: &[f64]| co_at(pred, &all);
+    let co_interval = |pred: &[f64]| boot(&|i| mean(&co_at(pred, i)));
+    let intervals = |rows: &[Vec<f64>], contributors: &[f64]| [boot(&|i| mean(&ex_at(rows, i))), co_interval(contributors)];
 
     let contributor_pred = |scores: &Scores| -> Vec<f64> {
         let inf = scores.row_influence();
         contrib_subsets.iter().map(|rows| -rows.iter().map(|&i| inf[i]).sum::<f64>()).collect()
     };
-    // Every LDS against each seed's retrainings.
-    let ex_each = |pred: &[Vec<f64>]| [lds_example(pred, &ex_a), lds_example(pred, &ex_b)];
-    let co_each = |pred: &[f64]| [spearman(pred, &co_a), spearman(pred, &co_b)];
     let corrupted = corrupted_rows > 0;
     let mut methods = Vec::new();
     for (m, scores, seconds) in &method_scores {
