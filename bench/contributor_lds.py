@@ -26,6 +26,11 @@ saturating (losing most of a region's correct rows costs far more than losing a 
 additive prediction against the mean of both seeds' losses (TRAK's expected model output) instead of
 each seed's.
 
+Last, where the group prediction misses (from its per-validation-row predictions, `detail.group`):
+the validation rows whose fact also has falsified training rows against the rest — each group's
+share of the losses' spread across retrainings and of what the prediction misses, each row's own
+correlation with its prediction, and the rank correlation on the group's mean loss.
+
 Standard library only: python3 bench/contributor_lds.py report.json
 """
 
@@ -215,6 +220,45 @@ def softplus(x):
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
+def column(x, v):
+    return [row[v] for row in x]
+
+
+def variance(xs):
+    mean = sum(xs) / len(xs)
+    return sum((x - mean) ** 2 for x in xs) / len(xs)
+
+
+def group_misses(s):
+    """Where the group prediction misses: its per-validation-row predictions (the report's
+    `detail.group`) beside each row's measured loss (the mean of both seeds), split by whether the
+    row's fact (its region and kind of question) also has falsified training rows."""
+    d = s["contributor_lds"]
+    detail = d.get("detail")
+    if not detail or not detail.get("group") or "row_question" not in d or not any(d["row_falsified"]):
+        return
+    pred = detail["group"]
+    full = detail["val_loss_full"]
+    seeds = detail["val_loss"]
+    rise = [[(a - f + b - f) / 2 for a, b, f in zip(ra, rb, full)] for ra, rb in zip(*seeds)]
+    m = len(full)
+    contested = [any(bad and r == d["val_region"][v] and q == d["val_question"][v]
+                     for bad, r, q in zip(d["row_falsified"], d["row_region"], d["row_question"])) for v in range(m)]
+    # The one scale that best fits every (retraining, row) prediction to its measured rise.
+    scale = sum(p * r for ps, rs in zip(pred, rise) for p, r in zip(ps, rs)) / sum(p * p for ps in pred for p in ps)
+    spread = [variance(column(rise, v)) for v in range(m)]
+    missed = [variance([r - scale * p for r, p in zip(column(rise, v), column(pred, v))]) for v in range(m)]
+    print(f"  group prediction per validation row (measured: the mean of both seeds; {sum(contested)} of {m} rows "
+          f"ask about a fact that has falsified rows)")
+    print(f"  {'validation rows':<30} {'count':>5} {'spread':>7} {'missed':>7} {'row rho':>8} {'mean-loss rho':>14}")
+    for label, want in (("with falsified rows behind", True), ("only correct rows behind", False)):
+        vs = [v for v in range(m) if contested[v] == want]
+        rho = sum(pearson(column(rise, v), column(pred, v)) for v in vs) / len(vs)
+        mean_rho = spearman([sum(p[v] for v in vs) for p in pred], [sum(r[v] for v in vs) for r in rise])
+        print(f"  {label:<30} {len(vs):>5} {sum(spread[v] for v in vs) / sum(spread):>7.0%} "
+              f"{sum(missed[v] for v in vs) / sum(missed):>7.0%} {rho:>8.2f} {mean_rho:>14.2f}")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: contributor_lds.py REPORT.json  (from `tributary eval attribution --output`)")
@@ -223,6 +267,7 @@ def main():
     for s in report["scenarios"]:
         scenario(s)
         margin_space(s)
+        group_misses(s)
 
 
 if __name__ == "__main__":

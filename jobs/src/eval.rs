@@ -294,6 +294,8 @@ pub struct LdsDetail {
     pub val_loss: [Vec<Vec<f64>>; 2],
     /// Each validation row's loss under the adapter trained on every row.
     pub val_loss_full: Vec<f64>,
+    /// The group prediction of each retraining, per validation row (`group` is their mean).
+    pub group: Vec<Vec<f64>>,
     /// Each method's `τ(i, v)`, row-major `[N, M]`.
     pub pair: Vec<(String, Vec<f64>)>,
 }
@@ -569,8 +571,9 @@ fn scenario(
         kept
     };
     let group_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| predictor.predict(&kept_mask(rows))).collect::<Result<_>>()?;
-    let group_contributors: Vec<f64> =
-        contrib_subsets.iter().map(|rows| predictor.predict_mean(&kept_mask(rows))).collect::<Result<_>>()?;
+    let group_contributor_rows: Vec<Vec<f64>> =
+        contrib_subsets.iter().map(|rows| predictor.predict(&kept_mask(rows))).collect::<Result<_>>()?;
+    let group_contributors: Vec<f64> = group_contributor_rows.iter().map(|rise| mean(rise)).collect();
     let group_predict_seconds = t.elapsed().as_secs_f64();
 
     let mut jobs = Vec::new();
@@ -689,6 +692,7 @@ fn scenario(
         detail: Some(LdsDetail {
             val_loss: [cv_a, cv_b],
             val_loss_full: losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?,
+            group: group_contributor_rows,
             pair: method_scores.iter().map(|(m, s, _)| (m.name().to_string(), s.pair.clone())).collect(),
         }),
     };

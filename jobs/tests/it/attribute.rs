@@ -300,6 +300,12 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
                 assert!((per_val.iter().sum::<f64>() / m as f64 - mean).abs() < 1e-12);
             }
         }
+        // The group prediction per validation row, whose mean is the published one.
+        assert_eq!(detail.group.len(), subsets);
+        for (per_val, mean) in detail.group.iter().zip(&d.group) {
+            assert_eq!(per_val.len(), m);
+            assert!((per_val.iter().sum::<f64>() / m as f64 - mean).abs() < 1e-12, "{per_val:?} vs {mean}");
+        }
         assert_eq!(detail.pair.len(), 2);
         for (name, pair) in &detail.pair {
             assert_eq!(pair.len(), n * m, "{name}");
