@@ -52,6 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(t) = std::env::var("TRIBUTARY_EVAL_THREADS") {
         cfg.threads = t.parse()?;
     }
+    if let Ok(dir) = std::env::var("TRIBUTARY_EVAL_GRADIENTS") {
+        cfg.gradients = Some(dir.into());
+    }
     if let Ok(m) = std::env::var("TRIBUTARY_EVAL_METHODS") {
         cfg.methods = m.split(',').map(str::parse).collect::<Result<_, _>>()?;
     }

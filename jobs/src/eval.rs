@@ -39,6 +39,7 @@
 //!
 //! Retrainings run on `threads` worker threads; every figure is deterministic in the seed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -83,6 +84,10 @@ pub struct EvalConfig {
     pub group_damping: Option<f64>,
     /// How the retrainings are seeded.
     pub seeds: RetrainSeeds,
+    /// Also write each scenario's per-row gradients and losses under the attributed adapter here
+    /// (`<dir>/<scenario>/`, see [`write_gradients`]), for `bench/group_readings.py`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradients: Option<PathBuf>,
 }
 
 /// How the retrainings of the subsets are seeded.
@@ -145,6 +150,7 @@ impl Default for EvalConfig {
             curvature: Curvature::default(),
             group_damping: None,
             seeds: RetrainSeeds::default(),
+            gradients: None,
         }
     }
 }
@@ -154,6 +160,69 @@ impl EvalConfig {
     pub fn attribution(&self, method: Method) -> AttributionConfig {
         AttributionConfig { damping: self.damping, curvature: self.curvature, ..AttributionConfig::new(method) }
     }
+}
+
+/// The per-row losses under the attributed adapter that [`write_gradients`] writes beside the gradients.
+pub struct RowLosses<'a> {
+    /// Each training row's loss.
+    pub train: &'a [f64],
+    /// Each validation row's loss.
+    pub val: &'a [f64],
+}
+
+/// Write one scenario's gradients for analysis outside Tributary, into `dir`:
+///
+/// - `train.npy`, `val.npy`: the observed-label gradients of every training / validation row,
+///   `float32 [rows, Σ p_l]`, the adapted projections' blocks side by side (the group prediction's input);
+/// - `train_sampled.npy`: the training rows' gradients with model-sampled targets (the Gauss–Newton
+///   estimate exact-block's curvature uses);
+/// - `meta.json`: `widths` (each block's `p_l`, in column order), `blocks` (`[layer, projection]`
+///   of each), `train_loss` and `val_loss` (each row's loss under the adapter).
+///
+/// The `.npy` files are NumPy's format version 1.0, readable by `numpy.load`.
+pub fn write_gradients(dir: &Path, train: &grads::GradBlocks, val: &grads::GradBlocks, sampled: &grads::GradBlocks, losses: RowLosses) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, g) in [("train.npy", train), ("val.npy", val), ("train_sampled.npy", sampled)] {
+        let [rows, cols] = [g.rows(), g.widths().iter().sum()];
+        let blocks: Vec<Vec<f32>> = g.blocks.iter().map(attribute::linalg::to_vec).collect::<Result<_>>()?;
+        let mut data = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            for (b, p) in blocks.iter().zip(g.widths()) {
+                data.extend_from_slice(&b[r * p..(r + 1) * p]);
+            }
+        }
+        std::fs::write(dir.join(file), npy_f32(rows, cols, &data)?)?;
+    }
+    let blocks: Vec<(usize, String)> = train.keys.iter().map(|(layer, t)| (*layer, t.to_string())).collect();
+    let meta = serde_json::json!({
+        "widths": train.widths(),
+        "blocks": blocks,
+        "train_loss": losses.train,
+        "val_loss": losses.val,
+    });
+    std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta)?)?;
+    Ok(())
+}
+
+/// A row-major `float32 [rows, cols]` matrix in NumPy's `.npy` format, version 1.0.
+fn npy_f32(rows: usize, cols: usize, data: &[f32]) -> Result<Vec<u8>> {
+    if data.len() != rows * cols {
+        return Err(Error::Internal(format!("{} values for a {rows}×{cols} matrix", data.len())));
+    }
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64
+    // and ended by a newline.
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.extend(std::iter::repeat_n(' ', pad));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    out.extend(b"\x93NUMPY\x01\x00");
+    out.extend(u16::try_from(header.len()).map_err(|_| Error::Internal("npy header too long".into()))?.to_le_bytes());
+    out.extend(header.as_bytes());
+    for x in data {
+        out.extend(x.to_le_bytes());
+    }
+    Ok(out)
 }
 
 /// Figures of one method in one scenario.
@@ -558,12 +627,16 @@ fn scenario(
     progress(EvalProgress::Phase(format!("{name}: group predictions of {} subsets", 2 * cfg.subsets)));
     let t = Instant::now();
     let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
-    let predictor = GroupPredictor::new(
-        &grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?,
-        &grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?,
-        cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING),
-    )?;
+    let train_grads = grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?;
+    let val_grads = grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?;
+    let predictor = GroupPredictor::new(&train_grads, &val_grads, cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING))?;
     let group_seconds = t.elapsed().as_secs_f64();
+    if let Some(dir) = &cfg.gradients {
+        let sampled = attribute::sampled_grads(&base.model, &full.adapter, &train, pad, chunk)?;
+        let val_loss = losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?;
+        let rows = RowLosses { train: &train_loss, val: &val_loss };
+        write_gradients(&dir.join(name), &train_grads, &val_grads, &sampled, rows)?;
+    }
     let t = Instant::now();
     let kept_mask = |rows: &[usize]| {
         let mut kept = vec![false; n];
@@ -855,6 +928,24 @@ impl EvalReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn npy_matrices_have_numpys_header_and_row_major_payload() -> Result<()> {
+        let data: Vec<f32> = (0..6).map(|x| x as f32 * 0.5).collect();
+        let bytes = npy_f32(2, 3, &data)?;
+        assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+        let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        // NumPy requires the payload to start on a 64-byte boundary, after a newline.
+        assert_eq!((10 + len) % 64, 0);
+        let header = std::str::from_utf8(&bytes[10..10 + len]).map_err(|e| Error::Internal(e.to_string()))?;
+        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"), "{header}");
+        assert!(header.ends_with('\n'));
+        let payload: Vec<f32> =
+            bytes[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(payload, data);
+        assert!(npy_f32(2, 2, &data).is_err(), "a shape that does not fit the values is refused");
+        Ok(())
+    }
 
     #[test]
     fn common_seeds_rerun_the_attributed_run_and_one_other_seed() -> Result<()> {

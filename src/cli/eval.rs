@@ -66,6 +66,11 @@ struct AttributionArgs {
     /// contributor-level LDS (for `bench/contributor_lds.py`).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Also write each scenario's per-row gradients and losses under the attributed adapter into
+    /// this directory (`corrupted/`, `clean/`: `.npy` matrices and `meta.json`), for
+    /// `bench/group_readings.py`.
+    #[arg(long)]
+    gradients: Option<PathBuf>,
 }
 
 pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
@@ -89,6 +94,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         damping: a.damping,
         group_damping: a.group_damping,
         seeds: a.seeds,
+        gradients: a.gradients,
         ..EvalConfig::default()
     };
     cfg.train.epochs = a.epochs;

@@ -346,6 +346,13 @@ impl GradCache for NoCache {
 /// - Empirical Fisher of the validation rows (2 subsets only): AUC 0.96 but example LDS 0.44 / 0.41.
 const FISHER_SEED: u64 = 0x6a09_e667_f3bc_c908;
 
+/// Per-example gradients of `rows` with model-sampled targets, drawn as the Gauss–Newton
+/// curvature draws them (row `i` from stream [`FISHER_SEED`]` + i`): `Σ gᵢgᵢᵀ` over them estimates
+/// the Gauss–Newton matrix, where the observed-label gradients give the empirical Fisher.
+pub fn sampled_grads(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded], pad: u32, chunk: usize) -> Result<GradBlocks> {
+    cached_grads(model, adapter, rows, pad, chunk, "sampled", Targets::Sampled(FISHER_SEED), &mut NoCache)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn cached_grads(
     model: &LlamaModel,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::AsArray;
 use tributary_jobs::Error;
+use tributary_jobs::attribute::grads::GradBlocks;
+use tributary_jobs::attribute::group::{self, GroupPredictor};
 use tributary_jobs::attribute::{self, AttributeEvent, AttributeJob, AttributionConfig, Curvature, Method, NoCache};
 use tributary_jobs::corpus::KbSpec;
 use tributary_jobs::tokenizer::Encoded;
@@ -241,16 +243,43 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
     use tributary_jobs::eval::{self, EvalConfig, spearman};
     let base = base();
     let subsets = 4;
+    let dumps = tempfile::tempdir().expect("tempdir");
     let cfg = EvalConfig {
         kb: KbSpec { regions: 4, train_rows: 40, val_per_region: 2, contributors: 6, ..KbSpec::default() },
         train: TrainConfig { epochs: 1, ..TrainConfig::default() },
         subsets,
         methods: vec![Method::ExactBlock, Method::GradDot],
+        gradients: Some(dumps.path().to_path_buf()),
         ..EvalConfig::default()
     };
     let report = eval::run(&base, &cfg, &|_| {}).expect("benchmark runs");
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["corrupted", "clean"]);
+    // The written gradients reproduce the published group predictions (what bench/group_readings.py relies on).
+    for s in &report.scenarios {
+        let dir = dumps.path().join(&s.name);
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).expect("meta.json")).expect("json");
+        let widths: Vec<usize> = serde_json::from_value(meta["widths"].clone()).expect("widths");
+        let train_loss: Vec<f64> = serde_json::from_value(meta["train_loss"].clone()).expect("train_loss");
+        let val_loss: Vec<f64> = serde_json::from_value(meta["val_loss"].clone()).expect("val_loss");
+        assert_eq!((train_loss.len(), val_loss.len()), (s.train_rows, s.val_rows));
+        let detail = s.contributor_lds.detail.as_ref().expect("detail");
+        for (a, b) in val_loss.iter().zip(&detail.val_loss_full) {
+            assert!((a - b).abs() < 1e-6, "{}: validation loss {a} in meta.json, {b} in the report", s.name);
+        }
+        let train = npy_blocks(&dir.join("train.npy"), s.train_rows, &widths);
+        let val = npy_blocks(&dir.join("val.npy"), s.val_rows, &widths);
+        let sampled = npy_blocks(&dir.join("train_sampled.npy"), s.train_rows, &widths);
+        assert_eq!(sampled.blocks.len(), train.blocks.len());
+        let predictor = GroupPredictor::new(&train, &val, group::DEFAULT_DAMPING).expect("predictor");
+        let d = &s.contributor_lds;
+        for (kept, published) in d.kept.iter().zip(&d.group) {
+            let mask: Vec<bool> = d.row_contributor.iter().map(|c| kept.contains(c)).collect();
+            let rise = predictor.predict(&mask).expect("prediction");
+            let mean = rise.iter().sum::<f64>() / rise.len() as f64;
+            assert!((mean - published).abs() <= 1e-6 * published.abs().max(1e-3), "{}: {mean} from the files, {published} published", s.name);
+        }
+    }
     for s in &report.scenarios {
         let (n, m) = (s.train_rows, s.val_rows);
         assert_eq!((n, m, s.contributors), (40, 8, 6), "{}", s.name);
@@ -340,4 +369,27 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
     }
     assert_eq!(stripped, short);
     assert!(full_json["scenarios"][0]["contributor_lds"]["detail"]["pair"].is_array());
+}
+
+/// Read a `float32 [rows, Σ widths]` `.npy` matrix written by the eval back into gradient blocks.
+fn npy_blocks(path: &std::path::Path, rows: usize, widths: &[usize]) -> GradBlocks {
+    use burn::tensor::{Tensor, TensorData};
+    let bytes = std::fs::read(path).expect("npy file");
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "{path:?}");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).expect("header");
+    let cols: usize = widths.iter().sum();
+    assert!(header.contains(&format!("'shape': ({rows}, {cols})")), "{path:?}: {header}");
+    let values: Vec<f32> = bytes[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(values.len(), rows * cols, "{path:?}");
+    let device = tributary_jobs::compute::Compute::Cpu.device().expect("cpu");
+    let mut start = 0;
+    let mut blocks = Vec::new();
+    for &p in widths {
+        let block: Vec<f32> = (0..rows).flat_map(|r| values[r * cols + start..r * cols + start + p].iter().copied()).collect();
+        blocks.push(Tensor::from_data(TensorData::new(block, [rows, p]), &device));
+        start += p;
+    }
+    let keys = (0..widths.len()).map(|i| (i, tributary_jobs::model::LoraTarget::ALL[0])).collect();
+    GradBlocks { keys, blocks }
 }
