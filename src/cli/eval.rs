@@ -77,6 +77,10 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalCommand::Attribution(a) = args.command;
     // The report file is created before minutes of work, so a path that cannot be written fails now.
     let output = a.output.as_deref().map(PendingReport::create).transpose()?;
+    // So is a gradients directory that cannot be made.
+    if let Some(dir) = &a.gradients {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot write the gradients to {}", dir.display()))?;
+    }
     let name = a.base_model.clone().unwrap_or_else(|| app.config.serving.base_model.clone());
     let warehouse = app.warehouse()?;
     let device = Compute::Cpu.device()?;

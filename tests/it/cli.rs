@@ -163,8 +163,8 @@ fn progress_lines_reach_a_log_when_stderr_is_not_a_terminal() {
     assert!(!again.contains("built"), "{again}");
 }
 
-/// `eval attribution --output` into a folder that does not exist fails at once, before the base
-/// model is built or anything trained, and names the path.
+/// `eval attribution --output` into a folder that does not exist (or `--gradients` where no directory
+/// can be made) fails at once, before the base model is built or anything trained, and names the path.
 #[test]
 fn eval_output_that_cannot_be_written_fails_before_any_work() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -175,6 +175,14 @@ fn eval_output_that_cannot_be_written_fails_before_any_work() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot write the report") && stderr.contains("no-such-folder"), "{stderr}");
     assert!(!stderr.contains("building it first"), "work started: {stderr}");
+    assert!(!dir.path().join("warehouse").join("models").exists(), "a base model was built");
+    // So does a gradients directory under a regular file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").expect("file");
+    let out = bin().arg("--config").arg(dir.path()).args(["eval", "attribution", "--gradients"]).arg(file.join("grads")).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write the gradients") && stderr.contains("a-file"), "{stderr}");
     assert!(!dir.path().join("warehouse").join("models").exists(), "a base model was built");
 
     // A run that fails after the file was created leaves neither an empty file that looks like a
