@@ -89,25 +89,29 @@ def lambdas(blocks, damping):
     return [damping * float(np.sum(j * j)) / (n * j.shape[1]) for j in blocks]
 
 
-def ridge(sc, damping=1.0, curvature=None):
-    """The published prediction; `curvature` (rows F) replaces the kept rows' J_l in J_Sᵀ J_S.
-
-    Dual form (Woodbury): v ᵀ(F_SᵀF_S + μI)⁻¹ x = (vᵀx − vᵀF_Sᵀ (F_S F_Sᵀ + μI)⁻¹ F_S x)/μ, μ = nλ_l.
-    """
-    curv = curvature or sc.train
-    lam = lambdas(sc.train, damping)
-    grams = [(f @ f.T, f @ j.T, v @ f.T, v @ j.T) for j, v, f in zip(sc.train, sc.val, curv)]
+def over_subsets(sc, blocks, lam, rise):
+    """Each contributor subset's predicted mean rise: Σ over blocks of rise(block, S, R, μ = nλ_l)."""
     out = []
     for m in sc.masks:
         s, r = np.where(m)[0], np.where(~m)[0]
-        n = len(s)
-        rise = 0.0
-        for (ff, fj, vf, vj), l in zip(grams, lam):
-            mu = n * l
-            u = np.linalg.solve(ff[np.ix_(s, s)] + mu * np.eye(n), fj[np.ix_(s, r)].sum(1))
-            rise = rise + (vj[:, r].sum(1) - vf[:, s] @ u) / mu
-        out.append(rise.mean())
+        out.append(sum(rise(b, s, r, len(s) * l) for b, l in zip(blocks, lam)).mean())
     return np.array(out)
+
+
+def ridge(sc, damping=1.0, curvature=None):
+    """The published prediction; `curvature` (rows F) replaces the kept rows' J_l in J_Sᵀ J_S.
+
+    Dual form (Woodbury): vᵀ(F_SᵀF_S + μI)⁻¹ x = (vᵀx − vᵀF_Sᵀ (F_S F_Sᵀ + μI)⁻¹ F_S x)/μ, μ = nλ_l.
+    """
+    curv = curvature or sc.train
+    grams = [(f @ f.T, f @ j.T, v @ f.T, v @ j.T) for j, v, f in zip(sc.train, sc.val, curv)]
+
+    def rise(g, s, r, mu):
+        ff, fj, vf, vj = g
+        u = np.linalg.solve(ff[np.ix_(s, s)] + mu * np.eye(len(s)), fj[np.ix_(s, r)].sum(1))
+        return (vj[:, r].sum(1) - vf[:, s] @ u) / mu
+
+    return over_subsets(sc, grams, lambdas(sc.train, damping), rise)
 
 
 def joint(sc, damping=1.0):
@@ -115,37 +119,37 @@ def joint(sc, damping=1.0):
     lam = lambdas(sc.train, damping)
     k = sum(j @ j.T / l for j, l in zip(sc.train, lam))
     c = sum(v @ j.T / l for j, v, l in zip(sc.train, sc.val, lam))
-    out = []
-    for m in sc.masks:
-        s, r = np.where(m)[0], np.where(~m)[0]
-        n = len(s)
-        u = np.linalg.solve(k[np.ix_(s, s)] + n * np.eye(n), k[np.ix_(s, r)].sum(1))
-        out.append(((c[:, r].sum(1) - c[:, s] @ u) / n).mean())
-    return np.array(out)
+    return ridge_dual(sc, [(k, c)], [1.0])
+
+
+def ridge_dual(sc, blocks, lam):
+    """ridge() from precomputed (K = J Jᵀ, C = V Jᵀ) per block."""
+
+    def rise(b, s, r, mu):
+        k, c = b
+        u = np.linalg.solve(k[np.ix_(s, s)] + mu * np.eye(len(s)), k[np.ix_(s, r)].sum(1))
+        return (c[:, r].sum(1) - c[:, s] @ u) / mu
+
+    return over_subsets(sc, blocks, lam, rise)
 
 
 def flow(sc, c, damping=1.0):
     """Gradient flow stopped at t = c/(nλ): filter (1 − e^(−ts))/s in place of 1/(s + nλ), dual form."""
-    lam = lambdas(sc.train, damping)
     ks = [(j @ j.T, v @ j.T) for j, v in zip(sc.train, sc.val)]
-    out = []
-    for m in sc.masks:
-        s_, r = np.where(m)[0], np.where(~m)[0]
-        n = len(s_)
-        rise = 0.0
-        for (k, cv), l in zip(ks, lam):
-            mu = n * l
-            t = c / mu
-            e, u = np.linalg.eigh(k[np.ix_(s_, s_)])
-            e = np.maximum(e, 0.0)
-            b = u.T @ k[np.ix_(s_, r)].sum(1)
-            # Δθ = F(J_SᵀJ_S) Σ_R g with F(s) = (1 − e^(−ts))/s; in the dual, with F(0) = t:
-            # Δloss = t·C_R 1 + C_S U diag((F(e) − t)/e) Uᵀ K_SR 1.
-            fe = np.where(t * e > 1e-12, -np.expm1(-t * e) / np.maximum(e, 1e-300), t)
-            coef = np.where(e > 1e-12 * e.max(), (fe - t) / np.maximum(e, 1e-300), 0.0)
-            rise = rise + t * cv[:, r].sum(1) + cv[:, s_] @ (u @ (coef * b))
-        out.append(rise.mean())
-    return np.array(out)
+
+    def rise(b, s, r, mu):
+        k, cv = b
+        t = c / mu
+        e, u = np.linalg.eigh(k[np.ix_(s, s)])
+        e = np.maximum(e, 0.0)
+        proj = u.T @ k[np.ix_(s, r)].sum(1)
+        # Δθ = F(J_SᵀJ_S) Σ_R g with F(s) = (1 − e^(−ts))/s; in the dual, with F(0) = t:
+        # Δloss = t·C_R 1 + C_S U diag((F(e) − t)/e) Uᵀ K_SR 1.
+        fe = np.where(t * e > 1e-12, -np.expm1(-t * e) / np.maximum(e, 1e-300), t)
+        coef = np.where(e > 1e-12 * e.max(), (fe - t) / np.maximum(e, 1e-300), 0.0)
+        return t * cv[:, r].sum(1) + cv[:, s] @ (u @ (coef * proj))
+
+    return over_subsets(sc, ks, lambdas(sc.train, damping), rise)
 
 
 def sigmoid(x):
@@ -161,7 +165,6 @@ def logistic(sc, k, damping=1.0, iters=50):
     linear term makes Δθ = 0 optimal when nothing is left out) gives Δθ = Uᵀ(c₀ − 1_S ℓ'(z))/(nλ),
     a fixed point in z_S that Newton's method solves in the dual.
     """
-    lam = lambdas(sc.train, damping)
 
     def curve(loss):
         p = np.clip(np.exp(-k * loss), 1e-6, 1 - 1e-6)
@@ -170,28 +173,24 @@ def logistic(sc, k, damping=1.0, iters=50):
     mt, d0 = curve(sc.train_loss)
     mv, dv = curve(sc.val_loss)
     ks = [(j @ j.T / np.outer(d0, d0), v @ j.T / np.outer(dv, d0)) for j, v in zip(sc.train, sc.val)]
-    out = []
-    for m in sc.masks:
-        s, r = np.where(m)[0], np.where(~m)[0]
-        n = len(s)
-        rise = 0.0
-        for (kt, kv), l in zip(ks, lam):
-            kt, kv = kt / (n * l), kv / (n * l)
-            base = kt[np.ix_(s, r)] @ d0[r]
-            z = np.zeros(n)
-            for _ in range(iters):
-                dl = -sigmoid(-(mt[s] + z)) / k
-                d2 = sigmoid(mt[s] + z) * sigmoid(-(mt[s] + z)) / k
-                f = z - base - kt[np.ix_(s, s)] @ (d0[s] - dl)
-                step = np.linalg.solve(np.eye(n) + kt[np.ix_(s, s)] * d2[None, :], -f)
-                z = z + step
-                if np.abs(step).max() < 1e-10:
-                    break
+
+    def rise(b, s, r, mu):
+        kt, kv = b[0] / mu, b[1] / mu
+        base = kt[np.ix_(s, r)] @ d0[r]
+        z = np.zeros(len(s))
+        for _ in range(iters):
             dl = -sigmoid(-(mt[s] + z)) / k
-            zv = kv[:, r] @ d0[r] + kv[:, s] @ (d0[s] - dl)
-            rise = rise + (np.logaddexp(0, -(mv + zv)) - np.logaddexp(0, -mv)) / k
-        out.append(rise.mean())
-    return np.array(out)
+            d2 = sigmoid(mt[s] + z) * sigmoid(-(mt[s] + z)) / k
+            f = z - base - kt[np.ix_(s, s)] @ (d0[s] - dl)
+            step = np.linalg.solve(np.eye(len(s)) + kt[np.ix_(s, s)] * d2[None, :], -f)
+            z = z + step
+            if np.abs(step).max() < 1e-10:
+                break
+        dl = -sigmoid(-(mt[s] + z)) / k
+        zv = kv[:, r] @ d0[r] + kv[:, s] @ (d0[s] - dl)
+        return (np.logaddexp(0, -(mv + zv)) - np.logaddexp(0, -mv)) / k
+
+    return over_subsets(sc, ks, lambdas(sc.train, damping), rise)
 
 
 def main():
