@@ -183,11 +183,12 @@ pub struct RowLosses<'a> {
 pub fn write_gradients(dir: &Path, train: &grads::GradBlocks, val: &grads::GradBlocks, sampled: &grads::GradBlocks, losses: RowLosses) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for (file, g) in [("train.npy", train), ("val.npy", val), ("train_sampled.npy", sampled)] {
-        let [rows, cols] = [g.rows(), g.widths().iter().sum()];
+        let widths = g.widths();
+        let [rows, cols] = [g.rows(), widths.iter().sum()];
         let blocks: Vec<Vec<f32>> = g.blocks.iter().map(attribute::linalg::to_vec).collect::<Result<_>>()?;
         let mut data = Vec::with_capacity(rows * cols);
         for r in 0..rows {
-            for (b, p) in blocks.iter().zip(g.widths()) {
+            for (b, &p) in blocks.iter().zip(&widths) {
                 data.extend_from_slice(&b[r * p..(r + 1) * p]);
             }
         }
@@ -584,6 +585,7 @@ fn scenario(
     let full = train_adapter(&base.model, &train, &val, &cfg.train, pad, None, &mut Quiet)?;
     let epoch_seconds = t0.elapsed().as_secs_f64() / cfg.train.epochs.max(1) as f64;
     let train_loss = losses(&base.model, &train, Some(&full.adapter.hook()), pad, 64)?;
+    let val_loss_full = losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?;
 
     let mut method_scores = Vec::new();
     for &m in &cfg.methods {
@@ -633,8 +635,7 @@ fn scenario(
     let group_seconds = t.elapsed().as_secs_f64();
     if let Some(dir) = &cfg.gradients {
         let sampled = attribute::sampled_grads(&base.model, &full.adapter, &train, pad, chunk)?;
-        let val_loss = losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?;
-        let rows = RowLosses { train: &train_loss, val: &val_loss };
+        let rows = RowLosses { train: &train_loss, val: &val_loss_full };
         write_gradients(&dir.join(name), &train_grads, &val_grads, &sampled, rows)?;
     }
     let t = Instant::now();
@@ -764,7 +765,7 @@ fn scenario(
         group: group_contributors,
         detail: Some(LdsDetail {
             val_loss: [cv_a, cv_b],
-            val_loss_full: losses(&base.model, &val, Some(&full.adapter.hook()), pad, 64)?,
+            val_loss_full,
             group: group_contributor_rows,
             pair: method_scores.iter().map(|(m, s, _)| (m.name().to_string(), s.pair.clone())).collect(),
         }),
