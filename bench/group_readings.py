@@ -38,21 +38,7 @@ import sys
 
 import numpy as np
 
-
-def ranks(x):
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x))
-    for v in np.unique(x):
-        tie = x == v
-        if tie.sum() > 1:
-            r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a, b):
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+from contributor_lds import spearman  # Spearman with tied ranks averaged, as the eval's
 
 
 def npy_blocks(path, widths):
