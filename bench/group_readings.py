@@ -30,7 +30,7 @@ contributor subsets, against each seed's retrainings and their mean, like the ta
     fact whose competing answer loses its support can flip. k = 1 is the whole row as one binary
     answer; k > 1 sharpens it (the row's loss is a mean over tokens, of which few are contested).
 
-numpy only. Each reading is one line: the mean over both seeds, then each seed.
+numpy, and `contributor_lds.py` beside it. Each reading is one line: the mean over both seeds, then each seed.
 """
 
 import json
