@@ -28,7 +28,9 @@ contributor subsets, against each seed's retrainings and their mean, like the ta
     row's measured loss at z = 0 and z moving along the row's gradient; the kept rows' objective is
     then minimised exactly (Newton's method to convergence) rather than by one quadratic step, so a
     fact whose competing answer loses its support can flip. k = 1 is the whole row as one binary
-    answer; k > 1 sharpens it (the row's loss is a mean over tokens, of which few are contested).
+    answer; k > 1 sharpens it (the row's loss is a mean over tokens, of which few are contested);
+  * saturating support: each validation row's loss falling with the log of the helpful influence
+    (exact-block's τ) of the kept rows, rising with their harmful influence; additive inside the log.
 
 numpy, and `contributor_lds.py` beside it. Each reading is one line: the mean over both seeds, then each seed.
 """
@@ -179,6 +181,25 @@ def logistic(sc, k, damping=1.0, iters=50):
     return over_subsets(sc, ks, lambdas(sc.train, damping), rise)
 
 
+def coverage(sc, c, damping=1.0):
+    """Saturating support, from exact-block's pair influences τ(i, v) = Σ_l g_vᵀ(J_lᵀJ_l + Nλ_l I)⁻¹ g_i.
+
+    Each validation row's loss falls with the log of the helpful influence the kept rows give it and
+    rises with the harmful influence, relative to the helpful: loss_v(S) = −log(s + P_v) + Q_v/(s + P_v),
+    P_v = Σ_{i∈S} max(τ, 0), Q_v = Σ_{i∈S} max(−τ, 0), s = c · (the mean over v of P_v for all rows).
+    The coverage a retraining-fitted model of the subsets' composition finds (contributor_lds.py), read
+    from gradients instead of from the regions.
+    """
+    n = sc.train[0].shape[0]
+    tau = sum(v @ np.linalg.solve(j.T @ j + n * l * np.eye(j.shape[1]), j.T)
+              for j, v, l in zip(sc.train, sc.val, lambdas(sc.train, damping)))
+    helpful, harmful = np.maximum(tau, 0.0), np.maximum(-tau, 0.0)
+    s = c * helpful.sum(1).mean()
+    kept = np.array(sc.masks, dtype=float)
+    p, q = kept @ helpful.T, kept @ harmful.T
+    return (-np.log(s + p) + q / (s + p)).mean(1)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -197,6 +218,7 @@ def main():
         rows += [(f"gradient flow, c = {c}", flow(sc, c)) for c in (0.3, 1.0, 3.0, 10.0, 30.0)]
         rows += [(f"Gauss-Newton (sampled labels), damping {d}", ridge(sc, d, sc.sampled)) for d in (0.3, 1.0, 3.0)]
         rows += [(f"logistic per row, k = {k}", logistic(sc, k)) for k in (1.0, 2.0, 4.0)]
+        rows += [(f"saturating support, c = {c}", coverage(sc, c)) for c in (0.003, 0.01, 0.03)]
         print(f"  {'reading':<44} {'LDS':>6} {'seed A':>7} {'seed B':>7}")
         for label, pred in rows:
             mean, a, b = sc.lds(pred)
