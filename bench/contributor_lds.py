@@ -126,18 +126,25 @@ def scenario(s):
     asked = d["val_region"]
     log_support = [[sum(math.log1p(cs[r]) for r in asked) / len(asked)] for cs in correct]
     per_contributor = [[1.0 if c in set(k) else 0.0 for c in range(contributors)] for k in kept]
-    models = [
-        ("falsified rows kept", falsified),
-        ("falsified rows kept + regions left without a correct row", [f + e for f, e in zip(falsified, empty)]),
-        ("correct rows kept per region + falsified rows kept", [c + f for c, f in zip(correct, falsified)]),
-        ("log correct rows kept on each validation row's region", log_support),
-        ("log correct rows kept on its region + falsified rows kept", [c + f for c, f in zip(log_support, falsified)]),
-        ("one weight per contributor (additive)", per_contributor),
-    ]
-    if not any(bad):
+    def plus_falsified(name, features):
         # Nothing falsified (the clean scenario): the falsified count is constant, leave it out.
-        models = [(n.replace(" + falsified rows kept", ""), [f[:-1] for f in x] if "per region" in n else x)
-                  for n, x in models if not n.startswith("falsified") and not n.endswith("+ falsified rows kept")]
+        if not any(bad):
+            return name, features
+        return name + " + falsified rows kept", [x + f for x, f in zip(features, falsified)]
+
+    models = []
+    if any(bad):
+        models += [
+            ("falsified rows kept", falsified),
+            ("falsified rows kept + regions left without a correct row", [f + e for f, e in zip(falsified, empty)]),
+        ]
+    models += [
+        plus_falsified("correct rows kept per region", correct),
+        ("log correct rows kept on each validation row's region", log_support),
+    ]
+    if any(bad):
+        models.append(plus_falsified("log correct rows kept on its region", log_support))
+    models.append(("one weight per contributor (additive)", per_contributor))
     print(f"\n{s['name']}: {len(kept)} retrainings, noise ceiling {spearman(loss_a, loss_b):.2f}; "
           f"regions left without a correct row per retraining: {sum(e[0] for e in empty) / len(empty):.2f} on average")
     print(f"  {'model of the loss (10-fold ridge, out of sample)':<62} {'rho':>5}  (seed 1 / seed 2)")

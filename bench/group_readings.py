@@ -30,7 +30,8 @@ contributor subsets, against each seed's retrainings and their mean, like the ta
     fact whose competing answer loses its support can flip. k = 1 is the whole row as one binary
     answer; k > 1 sharpens it (the row's loss is a mean over tokens, of which few are contested);
   * saturating support: each validation row's loss falling with the log of the helpful influence
-    (exact-block's τ) of the kept rows, rising with their harmful influence; additive inside the log.
+    (τ under the group prediction's curvature) of the kept rows, rising with their harmful influence;
+    additive inside the log.
 
 numpy, and `contributor_lds.py` beside it. Each reading is one line: the mean over both seeds, then each seed.
 """
@@ -182,7 +183,8 @@ def logistic(sc, k, damping=1.0, iters=50):
 
 
 def coverage(sc, c, damping=1.0):
-    """Saturating support, from exact-block's pair influences τ(i, v) = Σ_l g_vᵀ(J_lᵀJ_l + Nλ_l I)⁻¹ g_i.
+    """Saturating support, from the pair influences τ(i, v) = Σ_l g_vᵀ(J_lᵀJ_l + Nλ_l I)⁻¹ g_i (the
+    group prediction's curvature with nothing left out).
 
     Each validation row's loss falls with the log of the helpful influence the kept rows give it and
     rises with the harmful influence, relative to the helpful: loss_v(S) = −log(s + P_v) + Q_v/(s + P_v),
