@@ -12,6 +12,9 @@ with Spearman's rho averaged over the two seeds like the table's LDS:
   * correct rows kept per region + falsified — additive in rows, 17 weights
   * log correct rows kept on each validation row's region (averaged over the validation rows), alone
     and + falsified rows kept — saturating coverage, one or two weights
+  * rows teaching each fact kept             — each validation row's loss from the rows that teach its
+    fact (same region and question, or an overview): correct and falsified ones kept, pooled weights
+    or each validation row its own (see `fact_models`)
   * one weight per contributor               — the best additive contributor model the retrainings can fit
   * the same fit to the other seed's losses   — an optimistic bound on any additive contributor score
 
@@ -177,6 +180,88 @@ def scenario(s):
         print(f"  {'exact-block (group) against the mean of both seeds':<62} {spearman(d['group'], both):5.2f}")
 
 
+def teaching(d, v):
+    """The training rows that teach validation row v's fact: its region's rows that ask the same
+    question, or an overview (which states every fact); an overview row is taught by all of them."""
+    r, q = d["val_region"][v], d["val_question"][v]
+    return [i for i, (ri, qi) in enumerate(zip(d["row_region"], d["row_question"]))
+            if ri == r and (qi == q or qi == "overview" or q == "overview")]
+
+
+def fact_models(s):
+    """Models of each validation row's loss from the rows that teach its fact, fitted to the
+    retrainings (10-fold over the retrainings, out of sample) and averaged over the validation rows:
+
+      * pooled: one set of weights for every validation row (each keeps its own mean) on the log of the
+        correct rows kept that teach its fact, the falsified ones kept, the log of the correct rows
+        kept on its region, and the product of the first two;
+      * own: each validation row its own weights and intercept on the first three (ridge 0.1).
+
+    They know every row's fact and whether it is falsified, which no attribution method does."""
+    d = s["contributor_lds"]
+    detail = d.get("detail")
+    if not detail or "row_question" not in d:
+        return
+    owner, bad, kept = d["row_contributor"], d["row_falsified"], d["kept"]
+    seeds = detail["val_loss"]
+    n, m, k = len(owner), len(d["val_region"]), len(kept)
+    keeps = [[owner[i] in set(c) for i in range(n)] for c in kept]
+    region_rows = [[i for i in range(n) if d["row_region"][i] == d["val_region"][v]] for v in range(m)]
+    falsified_any = any(bad)
+    features = []  # [retraining][validation row] -> features
+    for keep in keeps:
+        row = []
+        for v in range(m):
+            rows = teaching(d, v)
+            c = math.log1p(sum(1 for i in rows if keep[i] and not bad[i]))
+            f = float(sum(1 for i in rows if keep[i] and bad[i]))
+            cr = math.log1p(sum(1 for i in region_rows[v] if keep[i] and not bad[i]))
+            row.append([c, f, cr, c * f] if falsified_any else [c, cr])
+        features.append(row)
+    folds = [[j for j in range(k) if j % 10 == fold] for fold in range(10)]
+
+    def pooled(y):
+        pred = [0.0] * k
+        for test in folds:
+            train = [j for j in range(k) if j not in test]
+            offset = [sum(y[j][v] for j in train) / len(train) for v in range(m)]
+            centre = [[sum(features[j][v][p] for j in train) / len(train) for p in range(len(features[0][0]))] for v in range(m)]
+            xs = [[a - b for a, b in zip(features[j][v], centre[v])] for j in train for v in range(m)]
+            ys = [y[j][v] - offset[v] for j in train for v in range(m)]
+            w = least_squares(xs, ys, 1e-3)
+            for j in test:
+                pred[j] = sum(offset[v] + sum(wi * (a - b) for wi, a, b in zip(w, features[j][v], centre[v])) for v in range(m)) / m
+        return pred
+
+    def own(y):
+        pred = [0.0] * k
+        for test in folds:
+            train = [j for j in range(k) if j not in test]
+            total = [0.0] * len(test)
+            for v in range(m):
+                xs = [features[j][v][:3 if falsified_any else 2] + [1.0] for j in train]
+                w = least_squares(xs, [y[j][v] for j in train], 0.1, free=len(xs[0]) - 1)
+                for t, j in enumerate(test):
+                    total[t] += sum(wi * xi for wi, xi in zip(w, features[j][v][:len(w) - 1] + [1.0]))
+            for t, j in enumerate(test):
+                pred[j] = total[t] / m
+        return pred
+
+    means = [[sum(r) / m for r in y] for y in seeds]
+    for label, model in (("rows teaching each fact kept, pooled weights (fitted)", pooled),
+                         ("rows teaching each fact kept, own weights (fitted)", own)):
+        each = [spearman(model(y), mean) for y, mean in zip(seeds, means)]
+        print(f"  {label:<62} {sum(each) / 2:5.2f}  ({each[0]:.2f} / {each[1]:.2f})")
+
+
+def least_squares(xs, ys, lam, free=None):
+    """Ridge regression: argmin |X w − y|² + lam |w[:free]|² (every weight penalised if free is None)."""
+    p = len(xs[0])
+    free = p if free is None else free
+    ata = [[sum(x[a] * x[b] for x in xs) + (lam if a == b and a < free else 0.0) for b in range(p)] for a in range(p)]
+    return solve(ata, [sum(x[a] * y for x, y in zip(xs, ys)) for a in range(p)])
+
+
 def margin_space(s):
     d = s["contributor_lds"]
     detail = d.get("detail")
@@ -281,6 +366,7 @@ def main():
         report = json.load(f)
     for s in report["scenarios"]:
         scenario(s)
+        fact_models(s)
         margin_space(s)
         group_misses(s)
 
