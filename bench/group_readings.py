@@ -31,12 +31,18 @@ contributor subsets, against each seed's retrainings and their mean, like the ta
     answer; k > 1 sharpens it (the row's loss is a mean over tokens, of which few are contested);
   * saturating support: each validation row's loss falling with the log of the helpful influence
     (τ under the group prediction's curvature) of the kept rows, rising with their harmful influence;
-    additive inside the log.
+    additive inside the log;
+  * checkpoints: the published prediction at each epoch-end checkpoint alone (`DIR/<scenario>/epoch<E>/`,
+    the last epoch's being the attributed adapter), and summed over the last k of them; the sum over
+    the second half of training is the table's `exact-block (group, checkpoints)` row, checked against
+    the report's `group_checkpoints` like the published prediction. Also each checkpoint's prediction
+    scaled to unit spread over the subsets before summing (a scale taken from the queried subsets).
 
 numpy, and `contributor_lds.py` beside it. Each reading is one line: the mean over both seeds, then each seed.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -202,6 +208,41 @@ def coverage(sc, c, damping=1.0):
     return (-np.log(s + p) + q / (s + p)).mean(1)
 
 
+def checkpoints(sc, gradients, report):
+    """Rows of the checkpoint readings, or none when the files predate them."""
+    d = next(x for x in report["scenarios"] if x["name"] == sc.name)["contributor_lds"]
+    widths = json.load(open(f"{gradients}/{sc.name}/meta.json"))["widths"]
+    used_epochs = d.get("group_checkpoint_epochs") or []
+    if not used_epochs:
+        return []
+    last = used_epochs[-1]
+    # The epochs written before the last (all of them since the eval writes every epoch end).
+    first = last
+    while first > 1 and os.path.exists(f"{gradients}/{sc.name}/epoch{first - 1}/train.npy"):
+        first -= 1
+    if first > used_epochs[0]:
+        return []
+    dirs = [f"{gradients}/{sc.name}/epoch{e}" for e in range(first, last)]
+    final = (sc.train, sc.val)
+    per = []
+    for x in dirs:
+        sc.train, sc.val = npy_blocks(f"{x}/train.npy", widths), npy_blocks(f"{x}/val.npy", widths)
+        per.append(ridge(sc))
+    sc.train, sc.val = final
+    per.append(ridge(sc))
+    used = sum(per[e - first] for e in used_epochs)
+    agree = float(np.corrcoef(used, d["group_checkpoints"])[0, 1])
+    if agree < 0.9999:
+        sys.exit(f"the checkpoint files do not reproduce the report's group_checkpoints (correlation {agree:.4f})")
+    rows = [(f"epoch {e} alone", p) for e, p in enumerate(per, first)]
+    rows += [(f"sum of the last {k} epochs" + (" (published)" if k == len(used_epochs) else ""), sum(per[-k:]))
+             for k in range(2, len(per) + 1)]
+    unit = lambda p: (p - p.mean()) / p.std()
+    half = len(used_epochs)
+    rows.append((f"last {half} epochs, each at unit spread", sum(unit(p) for p in per[-half:])))
+    return rows
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -221,6 +262,7 @@ def main():
         rows += [(f"Gauss-Newton (sampled labels), damping {d}", ridge(sc, d, sc.sampled)) for d in (0.3, 1.0, 3.0)]
         rows += [(f"logistic per row, k = {k}", logistic(sc, k)) for k in (1.0, 2.0, 4.0)]
         rows += [(f"saturating support, c = {c}", coverage(sc, c)) for c in (0.003, 0.01, 0.03)]
+        rows += checkpoints(sc, sys.argv[2], report)
         print(f"  {'reading':<44} {'LDS':>6} {'seed A':>7} {'seed B':>7}")
         for label, pred in rows:
             mean, a, b = sc.lds(pred)

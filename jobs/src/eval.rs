@@ -32,6 +32,9 @@
 //!   instead of by summing row influences. It is not additive, so it can express that leaving out
 //!   every contributor who teaches something costs more than their margins add up to. Payouts stay
 //!   additive; this row measures what the attribution model knows about leaving out groups;
+//! - the same prediction **over checkpoints** (`exact-block (group, checkpoints)`): summed over the
+//!   epoch-end checkpoints of the second half of training ([`group::CheckpointEnsemble`]), at one
+//!   group predictor's cost per checkpoint;
 //! - an **oracle count** for the contributor-level LDS of the corrupted scenario: a subset's loss
 //!   predicted by how many falsified rows it keeps — what knowing the bad rows exactly buys;
 //! - a **random-score control** (LDS ≈ 0) and the **cost** of each method relative to one training
@@ -49,7 +52,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::attribute::group::{self, GroupPredictor};
+use crate::attribute::group::{self, CheckpointEnsemble, GroupPredictor};
 use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scores, grads};
 use crate::batch::losses;
 use crate::corpus::{KbDatanet, KbSpec, question_of};
@@ -60,6 +63,15 @@ use crate::train::{Quiet, TrainConfig, train_adapter};
 
 /// The table's row for the group prediction.
 pub const GROUP_ROW: &str = "exact-block (group)";
+
+/// The table's row for the group prediction summed over checkpoints.
+pub const CHECKPOINTS_ROW: &str = "exact-block (group, checkpoints)";
+
+/// The epochs (1-based) whose end-of-epoch checkpoints the checkpoint row sums, out of `epochs`:
+/// the second half of training, the last epoch (the attributed adapter) included.
+pub fn checkpoint_epochs(epochs: usize) -> std::ops::RangeInclusive<usize> {
+    (epochs - epochs.div_ceil(2) + 1)..=epochs
+}
 
 /// Benchmark settings.
 #[derive(Debug, Clone, Serialize)]
@@ -179,10 +191,20 @@ pub struct RowLosses<'a> {
 /// - `meta.json`: `widths` (each block's `p_l`, in column order), `blocks` (`[layer, projection]`
 ///   of each), `train_loss` and `val_loss` (each row's loss under the adapter).
 ///
+/// `sampled` is optional: the eval writes it for the attributed adapter, in `DIR/<scenario>/`, and
+/// not for the earlier epoch-end checkpoints, in `DIR/<scenario>/epoch<E>/` (every epoch but the
+/// last, whose checkpoint is the attributed adapter).
 /// The `.npy` files are NumPy's format version 1.0, readable by `numpy.load`.
-pub fn write_gradients(dir: &Path, train: &grads::GradBlocks, val: &grads::GradBlocks, sampled: &grads::GradBlocks, losses: RowLosses) -> Result<()> {
+pub fn write_gradients(
+    dir: &Path,
+    train: &grads::GradBlocks,
+    val: &grads::GradBlocks,
+    sampled: Option<&grads::GradBlocks>,
+    losses: RowLosses,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (file, g) in [("train.npy", train), ("val.npy", val), ("train_sampled.npy", sampled)] {
+    let files = [("train.npy", Some(train)), ("val.npy", Some(val)), ("train_sampled.npy", sampled)];
+    for (file, g) in files.into_iter().filter_map(|(f, g)| g.map(|g| (f, g))) {
         let widths = g.widths();
         let [rows, cols] = [g.rows(), widths.iter().sum()];
         let blocks: Vec<Vec<f32>> = g.blocks.iter().map(attribute::linalg::to_vec).collect::<Result<_>>()?;
@@ -352,6 +374,10 @@ pub struct ContributorLdsData {
     /// The group prediction of each retraining: the predicted rise of the mean validation loss
     /// when the contributors it leaves out are left out (the `exact-block (group)` row).
     pub group: Vec<f64>,
+    /// The same summed over checkpoints (the `exact-block (group, checkpoints)` row).
+    pub group_checkpoints: Vec<f64>,
+    /// The epochs whose end-of-epoch checkpoints `group_checkpoints` sums ([`checkpoint_epochs`]).
+    pub group_checkpoint_epochs: Vec<usize>,
     /// Per validation row (the bulk of the report; [`EvalReport::without_detail`] drops it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<LdsDetail>,
@@ -631,12 +657,45 @@ fn scenario(
     let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
     let train_grads = grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?;
     let val_grads = grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?;
-    let predictor = GroupPredictor::new(&train_grads, &val_grads, cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING))?;
+    let damping = cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING);
+    let predictor = GroupPredictor::new(&train_grads, &val_grads, damping)?;
     let group_seconds = t.elapsed().as_secs_f64();
+    // The same at the other epoch ends of the second half of training; the last epoch's checkpoint
+    // is the attributed adapter, whose predictor is the one above.
+    let t = Instant::now();
+    let epochs: Vec<usize> = checkpoint_epochs(full.tracin.len()).collect();
+    let mut members = Vec::with_capacity(epochs.len());
+    let mut checkpoint_grads = Vec::new();
+    for &e in &epochs[..epochs.len().saturating_sub(1)] {
+        let adapter = &full.tracin[e - 1].0;
+        let tg = grads::per_example_grads(&base.model, adapter, &train, pad, chunk)?;
+        let vg = grads::per_example_grads(&base.model, adapter, &val, pad, chunk)?;
+        members.push(GroupPredictor::new(&tg, &vg, damping)?);
+        if cfg.gradients.is_some() {
+            checkpoint_grads.push((e, adapter, tg, vg));
+        }
+    }
+    members.push(predictor.clone());
+    let ensemble = CheckpointEnsemble::new(members)?;
+    let ensemble_seconds = group_seconds + t.elapsed().as_secs_f64();
     if let Some(dir) = &cfg.gradients {
         let sampled = attribute::sampled_grads(&base.model, &full.adapter, &train, pad, chunk)?;
         let rows = RowLosses { train: &train_loss, val: &val_loss_full };
-        write_gradients(&dir.join(name), &train_grads, &val_grads, &sampled, rows)?;
+        write_gradients(&dir.join(name), &train_grads, &val_grads, Some(&sampled), rows)?;
+        // Every earlier epoch end, so that other choices of checkpoints can be read from the files.
+        let first = epochs.first().copied().unwrap_or(1);
+        for e in 1..first {
+            let adapter = &full.tracin[e - 1].0;
+            let tg = grads::per_example_grads(&base.model, adapter, &train, pad, chunk)?;
+            let vg = grads::per_example_grads(&base.model, adapter, &val, pad, chunk)?;
+            checkpoint_grads.push((e, adapter, tg, vg));
+        }
+        for (e, adapter, tg, vg) in &checkpoint_grads {
+            let train_loss = losses(&base.model, &train, Some(&adapter.hook()), pad, 64)?;
+            let val_loss = losses(&base.model, &val, Some(&adapter.hook()), pad, 64)?;
+            let rows = RowLosses { train: &train_loss, val: &val_loss };
+            write_gradients(&dir.join(name).join(format!("epoch{e}")), tg, vg, None, rows)?;
+        }
     }
     let t = Instant::now();
     let kept_mask = |rows: &[usize]| {
@@ -649,6 +708,11 @@ fn scenario(
         contrib_subsets.iter().map(|rows| predictor.predict(&kept_mask(rows))).collect::<Result<_>>()?;
     let group_contributors: Vec<f64> = group_contributor_rows.iter().map(|rise| mean(rise)).collect();
     let group_predict_seconds = t.elapsed().as_secs_f64();
+    let ensemble_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| ensemble.predict(&kept_mask(rows))).collect::<Result<_>>()?;
+    let ensemble_contributors: Vec<f64> = contrib_subsets
+        .iter()
+        .map(|rows| ensemble.predict(&kept_mask(rows)).map(|rise| mean(&rise)))
+        .collect::<Result<_>>()?;
 
     let mut jobs = Vec::new();
     for (k, subsets) in [&row_subsets, &contrib_subsets].into_iter().enumerate() {
@@ -721,6 +785,11 @@ fn scenario(
             .with_intervals(intervals(&group_rows, &group_contributors))
             .with_cost(group_seconds, epoch_seconds),
     );
+    methods.push(
+        MethodFigures::lds(CHECKPOINTS_ROW, ex_each(&ensemble_rows), co_each(&ensemble_contributors))
+            .with_intervals(intervals(&ensemble_rows, &ensemble_contributors))
+            .with_cost(ensemble_seconds, epoch_seconds),
+    );
     methods.push(MethodFigures { auc_influence: corrupted.then(|| auc(&train_loss, &labels)), ..MethodFigures::named("training loss") });
     let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0xa11ce);
     let random = Scores {
@@ -763,6 +832,8 @@ fn scenario(
         kept,
         loss: [co_a, co_b],
         group: group_contributors,
+        group_checkpoints: ensemble_contributors,
+        group_checkpoint_epochs: epochs,
         detail: Some(LdsDetail {
             val_loss: [cv_a, cv_b],
             val_loss_full,
@@ -903,7 +974,8 @@ impl EvalReport {
             "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
              validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings, seeds {}; {:.0}s in all; \
              exact-block's curvature: {}; the group prediction's cost counts building it, and predicting {} subsets took \
-             {:.2}s / {:.2}s more.\n",
+             {:.2}s / {:.2}s more; the checkpoint row sums it over the ends of epochs {:?}, at one group predictor's cost per \
+             checkpoint.\n",
             c.train_rows,
             c.corrupted_rows,
             c.val_rows,
@@ -920,7 +992,8 @@ impl EvalReport {
             self.config.curvature,
             2 * self.config.subsets,
             c.group_predict_seconds,
-            k.group_predict_seconds
+            k.group_predict_seconds,
+            c.contributor_lds.group_checkpoint_epochs
         ));
         out
     }

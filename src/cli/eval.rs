@@ -46,7 +46,7 @@ struct AttributionArgs {
     /// Damping of exact-block and datainf, positive (default: each method's).
     #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
     damping: Option<f64>,
-    /// Damping of the group prediction (the `exact-block (group)` row), positive.
+    /// Damping of the group prediction (the `exact-block (group)` rows), positive.
     #[arg(long, allow_negative_numbers = true, value_parser = super::positive_f64)]
     group_damping: Option<f64>,
     /// How the retrainings are seeded: `common` (the first retraining of every subset reuses the
@@ -67,8 +67,8 @@ struct AttributionArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Also write each scenario's per-row gradients and losses under the attributed adapter into
-    /// this directory (`corrupted/`, `clean/`: `.npy` matrices and `meta.json`), for
-    /// `bench/group_readings.py`.
+    /// this directory (`corrupted/`, `clean/`: `.npy` matrices and `meta.json`; each earlier
+    /// epoch-end checkpoint's in `epoch<E>/` below them), for `bench/group_readings.py`.
     #[arg(long)]
     gradients: Option<PathBuf>,
 }

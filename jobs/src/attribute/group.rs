@@ -29,6 +29,13 @@
 //!
 //! The eval (`tributary eval attribution`) scores this prediction as the contributor-level LDS
 //! row `exact-block (group)`. Payouts still use the additive, split-proof row influences.
+//!
+//! [`CheckpointEnsemble`] sums the prediction over several checkpoints of the same training run
+//! (the epoch ends of its second half in the eval's row `exact-block (group, checkpoints)`), as TRAK
+//! (Park et al. 2023) ensembles its scores over checkpoints of one run. One linearisation at the
+//! final adapter misses what the rows did on the way there: a row whose tokens are learned by the
+//! end has little gradient left, though leaving out everything that taught them would raise their
+//! loss again. Checkpoints taken while they were still being learned see that.
 
 use burn::tensor::Tensor;
 
@@ -166,6 +173,51 @@ impl GroupPredictor {
     }
 }
 
+/// The group prediction summed over checkpoints of one training run: each member is a
+/// [`GroupPredictor`] built from the gradients at one checkpoint, over the same training and
+/// validation rows. Its cost is one member's per checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointEnsemble {
+    members: Vec<GroupPredictor>,
+}
+
+impl CheckpointEnsemble {
+    /// An ensemble of `members` (at least one, all over the same rows).
+    pub fn new(members: Vec<GroupPredictor>) -> Result<CheckpointEnsemble> {
+        let Some(first) = members.first() else {
+            return Err(Error::InvalidArgument("a checkpoint ensemble needs at least one checkpoint".into()));
+        };
+        if let Some(other) = members.iter().find(|g| (g.n, g.m) != (first.n, first.m)) {
+            return Err(Error::Internal(format!(
+                "checkpoints over different rows: {}×{} and {}×{} (training × validation)",
+                first.n, first.m, other.n, other.m
+            )));
+        }
+        Ok(CheckpointEnsemble { members })
+    }
+
+    /// Checkpoints in the ensemble.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Always false: an ensemble has at least one checkpoint.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The sum over checkpoints of [`GroupPredictor::predict`].
+    pub fn predict(&self, kept: &[bool]) -> Result<Vec<f64>> {
+        let mut sum = vec![0.0; self.members[0].m];
+        for g in &self.members {
+            for (s, x) in sum.iter_mut().zip(g.predict(kept)?) {
+                *s += x;
+            }
+        }
+        Ok(sum)
+    }
+}
+
 /// Refuse a damping that is not positive and finite.
 pub fn check_damping(damping: f64) -> Result<()> {
     if damping > 0.0 && damping.is_finite() {
@@ -270,6 +322,35 @@ mod tests {
         assert!(dual.predict(&[false; 12]).is_err(), "nothing kept has no curvature to step with");
         assert!(dual.predict(&[true; 3]).is_err(), "flags must match the rows");
         assert!(GroupPredictor::new(&tg, &vg, 0.0).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_ensemble_sums_its_members_and_refuses_mismatched_rows() {
+        let device = device();
+        let widths = [5usize, 7];
+        let (n, m) = (10, 3);
+        let member = |seed: u64| {
+            let (train, val) = (random(n, &widths, seed), random(m, &widths, seed + 100));
+            GroupPredictor::new(&blocks(&train, &device), &blocks(&val, &device), 1.0).expect("member")
+        };
+        let (a, b) = (member(1), member(2));
+        let kept: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
+        let one = CheckpointEnsemble::new(vec![a.clone()]).expect("one member");
+        assert_eq!(one.predict(&kept).expect("predict"), a.predict(&kept).expect("predict"));
+        let both = CheckpointEnsemble::new(vec![a.clone(), b.clone()]).expect("two members");
+        assert_eq!((both.len(), both.is_empty()), (2, false));
+        let (pa, pb) = (a.predict(&kept).expect("a"), b.predict(&kept).expect("b"));
+        for ((s, x), y) in both.predict(&kept).expect("sum").iter().zip(&pa).zip(&pb) {
+            assert!((s - (x + y)).abs() <= 1e-12 * (1.0 + s.abs()), "{s} vs {x} + {y}");
+        }
+        assert!(both.predict(&[true; 4]).is_err(), "flags must match the rows");
+        assert!(CheckpointEnsemble::new(Vec::new()).is_err());
+        let fewer = {
+            let (train, val) = (random(n - 1, &widths, 3), random(m, &widths, 4));
+            GroupPredictor::new(&blocks(&train, &device), &blocks(&val, &device), 1.0).expect("member")
+        };
+        let err = CheckpointEnsemble::new(vec![a, fewer]).expect_err("different training rows");
+        assert!(err.to_string().contains("10×3 and 9×3"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::array::AsArray;
 use tributary_jobs::Error;
 use tributary_jobs::attribute::grads::GradBlocks;
-use tributary_jobs::attribute::group::{self, GroupPredictor};
+use tributary_jobs::attribute::group::{self, CheckpointEnsemble, GroupPredictor};
 use tributary_jobs::attribute::{self, AttributeEvent, AttributeJob, AttributionConfig, Curvature, Method, NoCache};
 use tributary_jobs::corpus::KbSpec;
 use tributary_jobs::tokenizer::Encoded;
@@ -246,7 +246,8 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
     let dumps = tempfile::tempdir().expect("tempdir");
     let cfg = EvalConfig {
         kb: KbSpec { regions: 4, train_rows: 40, val_per_region: 2, contributors: 6, ..KbSpec::default() },
-        train: TrainConfig { epochs: 1, ..TrainConfig::default() },
+        // Three epochs, so the checkpoint row sums two checkpoints (the ends of epochs 2 and 3).
+        train: TrainConfig { epochs: 3, ..TrainConfig::default() },
         subsets,
         methods: vec![Method::ExactBlock, Method::GradDot],
         gradients: Some(dumps.path().to_path_buf()),
@@ -272,20 +273,47 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         let sampled = npy_blocks(&dir.join("train_sampled.npy"), s.train_rows, &widths);
         assert_eq!(sampled.blocks.len(), train.blocks.len());
         let predictor = GroupPredictor::new(&train, &val, group::DEFAULT_DAMPING).expect("predictor");
+        // The checkpoint row: the attributed adapter is the end of epoch 3; epoch 2's gradients are in `epoch2/`.
         let d = &s.contributor_lds;
-        for (kept, published) in d.kept.iter().zip(&d.group) {
+        assert_eq!(d.group_checkpoint_epochs, [2, 3]);
+        let (epoch2, third) = (dir.join("epoch2"), dir.join("epoch3"));
+        assert!(dir.join("epoch1").join("val.npy").exists(), "every earlier epoch end is written");
+        assert!(!third.exists() && !epoch2.join("train_sampled.npy").exists(), "the attributed adapter once; no sampled labels");
+        let earlier = GroupPredictor::new(
+            &npy_blocks(&epoch2.join("train.npy"), s.train_rows, &widths),
+            &npy_blocks(&epoch2.join("val.npy"), s.val_rows, &widths),
+            group::DEFAULT_DAMPING,
+        )
+        .expect("epoch 2 predictor");
+        let ensemble = CheckpointEnsemble::new(vec![earlier, predictor.clone()]).expect("ensemble");
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1e-3);
+        let mut differs = false;
+        for ((kept, published), summed) in d.kept.iter().zip(&d.group).zip(&d.group_checkpoints) {
             let mask: Vec<bool> = d.row_contributor.iter().map(|c| kept.contains(c)).collect();
             let rise = predictor.predict(&mask).expect("prediction");
             let mean = rise.iter().sum::<f64>() / rise.len() as f64;
-            assert!((mean - published).abs() <= 1e-6 * published.abs().max(1e-3), "{}: {mean} from the files, {published} published", s.name);
+            assert!(close(mean, *published), "{}: {mean} from the files, {published} published", s.name);
+            let rise = ensemble.predict(&mask).expect("ensemble prediction");
+            let both = rise.iter().sum::<f64>() / rise.len() as f64;
+            assert!(close(both, *summed), "{}: {both} from the files, {summed} published", s.name);
+            differs |= !close(both, 2.0 * mean);
         }
+        assert!(differs, "{}: the checkpoints' predictions are not the final adapter's twice over", s.name);
+        let row = s.methods.iter().find(|f| f.name == eval::CHECKPOINTS_ROW).expect("checkpoint row");
+        let each = row.lds_contributor_each.expect("checkpoint contributor LDS");
+        for seed in 0..2 {
+            let again = spearman(&d.group_checkpoints, &d.loss[seed]);
+            assert!((again - each[seed]).abs() < 1e-9 || (again.is_nan() && each[seed].is_nan()), "{again} vs {each:?}");
+        }
+        let group_cost = s.methods.iter().find(|f| f.name == eval::GROUP_ROW).and_then(|f| f.cost_epochs).expect("group cost");
+        assert!(row.cost_epochs.is_some_and(|c| c > group_cost), "{:?} vs {group_cost}: two checkpoints cost more than one", row.cost_epochs);
     }
     for s in &report.scenarios {
         let (n, m) = (s.train_rows, s.val_rows);
         assert_eq!((n, m, s.contributors), (40, 8, 6), "{}", s.name);
         assert_eq!(s.corrupted_rows, if s.name == "corrupted" { 8 } else { 0 });
         let methods: Vec<&str> = s.methods.iter().map(|f| f.name.as_str()).collect();
-        for want in ["exact-block", "graddot", eval::GROUP_ROW, "training loss", "random", "oracle: falsified rows kept"] {
+        for want in ["exact-block", "graddot", eval::GROUP_ROW, eval::CHECKPOINTS_ROW, "training loss", "random", "oracle: falsified rows kept"] {
             assert!(methods.contains(&want), "{}: {want} missing from {methods:?}", s.name);
         }
         let d = &s.contributor_lds;
