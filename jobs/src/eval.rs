@@ -663,16 +663,21 @@ fn scenario(
     // The same at the other epoch ends of the second half of training; the last epoch's checkpoint
     // is the attributed adapter, whose predictor is the one above.
     let t = Instant::now();
+    // The training and validation rows' gradients at the end of epoch `e` (1-based).
+    let grads_at = |e: usize| -> Result<_> {
+        let adapter = &full.tracin[e - 1].0;
+        let tg = grads::per_example_grads(&base.model, adapter, &train, pad, chunk)?;
+        let vg = grads::per_example_grads(&base.model, adapter, &val, pad, chunk)?;
+        Ok((e, adapter, tg, vg))
+    };
     let epochs: Vec<usize> = checkpoint_epochs(full.tracin.len()).collect();
     let mut members = Vec::with_capacity(epochs.len());
     let mut checkpoint_grads = Vec::new();
     for &e in &epochs[..epochs.len().saturating_sub(1)] {
-        let adapter = &full.tracin[e - 1].0;
-        let tg = grads::per_example_grads(&base.model, adapter, &train, pad, chunk)?;
-        let vg = grads::per_example_grads(&base.model, adapter, &val, pad, chunk)?;
-        members.push(GroupPredictor::new(&tg, &vg, damping)?);
+        let at = grads_at(e)?;
+        members.push(GroupPredictor::new(&at.2, &at.3, damping)?);
         if cfg.gradients.is_some() {
-            checkpoint_grads.push((e, adapter, tg, vg));
+            checkpoint_grads.push(at);
         }
     }
     members.push(predictor.clone());
@@ -685,10 +690,7 @@ fn scenario(
         // Every earlier epoch end, so that other choices of checkpoints can be read from the files.
         let first = epochs.first().copied().unwrap_or(1);
         for e in 1..first {
-            let adapter = &full.tracin[e - 1].0;
-            let tg = grads::per_example_grads(&base.model, adapter, &train, pad, chunk)?;
-            let vg = grads::per_example_grads(&base.model, adapter, &val, pad, chunk)?;
-            checkpoint_grads.push((e, adapter, tg, vg));
+            checkpoint_grads.push(grads_at(e)?);
         }
         for (e, adapter, tg, vg) in &checkpoint_grads {
             let train_loss = losses(&base.model, &train, Some(&adapter.hook()), pad, 64)?;
