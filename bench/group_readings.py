@@ -209,11 +209,12 @@ def coverage(sc, c, damping=1.0):
 
 
 def checkpoints(sc, gradients, report):
-    """Rows of the checkpoint readings, or none when the files predate them."""
+    """Rows of the checkpoint readings, or none (and a line saying so) when the files predate them."""
     d = next(x for x in report["scenarios"] if x["name"] == sc.name)["contributor_lds"]
     widths = json.load(open(f"{gradients}/{sc.name}/meta.json"))["widths"]
     used_epochs = d.get("group_checkpoint_epochs") or []
     if not used_epochs:
+        print("  (no checkpoint readings: the report predates the checkpoint row)")
         return []
     last = used_epochs[-1]
     # The epochs written before the last (all of them since the eval writes every epoch end).
@@ -221,6 +222,8 @@ def checkpoints(sc, gradients, report):
     while first > 1 and os.path.exists(f"{gradients}/{sc.name}/epoch{first - 1}/train.npy"):
         first -= 1
     if first > used_epochs[0]:
+        print(f"  (no checkpoint readings: one of {gradients}/{sc.name}/epoch{used_epochs[0]}/ … epoch{last - 1}/ is missing;"
+              " rerun the eval with --gradients)")
         return []
     dirs = [f"{gradients}/{sc.name}/epoch{e}" for e in range(first, last)]
     final = (sc.train, sc.val)

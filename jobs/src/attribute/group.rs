@@ -196,16 +196,6 @@ impl CheckpointEnsemble {
         Ok(CheckpointEnsemble { members })
     }
 
-    /// Checkpoints in the ensemble.
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    /// Always false: an ensemble has at least one checkpoint.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
     /// The sum over checkpoints of [`GroupPredictor::predict`].
     pub fn predict(&self, kept: &[bool]) -> Result<Vec<f64>> {
         let mut sum = vec![0.0; self.members[0].m];
@@ -338,7 +328,6 @@ mod tests {
         let one = CheckpointEnsemble::new(vec![a.clone()]).expect("one member");
         assert_eq!(one.predict(&kept).expect("predict"), a.predict(&kept).expect("predict"));
         let both = CheckpointEnsemble::new(vec![a.clone(), b.clone()]).expect("two members");
-        assert_eq!((both.len(), both.is_empty()), (2, false));
         let (pa, pb) = (a.predict(&kept).expect("a"), b.predict(&kept).expect("b"));
         for ((s, x), y) in both.predict(&kept).expect("sum").iter().zip(&pa).zip(&pb) {
             assert!((s - (x + y)).abs() <= 1e-12 * (1.0 + s.abs()), "{s} vs {x} + {y}");
