@@ -265,6 +265,12 @@ pub struct MethodFigures {
     pub lds_example_each: Option<[f64; 2]>,
     /// Contributor-level LDS against the first and the second seed's retrainings.
     pub lds_contributor_each: Option<[f64; 2]>,
+    /// Example-level LDS against the mean of each subset's two retrainings (per validation row,
+    /// then averaged): the measured side with half the seed noise variance. No ceiling is measured
+    /// for it (that would take two more retrainings of every subset).
+    pub lds_example_seed_mean: Option<f64>,
+    /// Contributor-level LDS against the mean of each subset's two retrainings' mean validation loss.
+    pub lds_contributor_seed_mean: Option<f64>,
     /// 95% bootstrap interval of `lds_example` ([`bootstrap_interval`] over the subsets).
     pub lds_example_interval: Option<[f64; 2]>,
     /// 95% bootstrap interval of `lds_contributor`.
@@ -286,6 +292,8 @@ impl MethodFigures {
             lds_contributor: None,
             lds_example_each: None,
             lds_contributor_each: None,
+            lds_example_seed_mean: None,
+            lds_contributor_seed_mean: None,
             lds_example_interval: None,
             lds_contributor_interval: None,
             seconds: None,
@@ -293,13 +301,16 @@ impl MethodFigures {
         }
     }
 
-    /// A row with both LDS figures, each the mean over the two seeds' retrainings.
-    fn lds(name: &str, example: [f64; 2], contributor: [f64; 2]) -> Self {
+    /// A row with both LDS figures, each the mean over the two seeds' retrainings; the figures
+    /// against the first seed, the second, and the two seeds' mean loss (see [`Against`]).
+    fn lds(name: &str, example: Against, contributor: Against) -> Self {
         MethodFigures {
-            lds_example: Some(mean(&example)),
-            lds_contributor: Some(mean(&contributor)),
-            lds_example_each: Some(example),
-            lds_contributor_each: Some(contributor),
+            lds_example: Some(mean(&example.each)),
+            lds_contributor: Some(mean(&contributor.each)),
+            lds_example_each: Some(example.each),
+            lds_contributor_each: Some(contributor.each),
+            lds_example_seed_mean: Some(example.seed_mean),
+            lds_contributor_seed_mean: Some(contributor.seed_mean),
             ..MethodFigures::named(name)
         }
     }
@@ -311,6 +322,13 @@ impl MethodFigures {
     fn with_cost(self, seconds: f64, epoch_seconds: f64) -> Self {
         MethodFigures { seconds: Some(seconds), cost_epochs: Some(seconds / epoch_seconds.max(1e-9)), ..self }
     }
+}
+
+/// One LDS figure measured against each seed's retrainings and against their mean.
+#[derive(Debug, Clone, Copy)]
+struct Against {
+    each: [f64; 2],
+    seed_mean: f64,
 }
 
 /// One scenario's results.
@@ -739,6 +757,10 @@ fn scenario(
     }
     let co_a: Vec<f64> = cv_a.iter().map(|r| mean(r)).collect();
     let co_b: Vec<f64> = cv_b.iter().map(|r| mean(r)).collect();
+    // Each subset's loss measured twice, averaged.
+    let halfway = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x + y) / 2.0).collect::<Vec<f64>>();
+    let ex_m: Vec<Vec<f64>> = ex_a.iter().zip(&ex_b).map(|(a, b)| halfway(a, b)).collect();
+    let co_m = halfway(&co_a, &co_b);
     // Every statistic once, on the subsets at `i`: the figures take every subset, the 95% intervals
     // the same resamples of them for every figure.
     let all: Vec<usize> = (0..s).collect();
@@ -756,8 +778,8 @@ fn scenario(
         let p = pick(pred, i);
         [spearman(&p, &pick(&co_a, i)), spearman(&p, &pick(&co_b, i))]
     };
-    let ex_each = |pred: &[Vec<f64>]| ex_at(pred, &all);
-    let co_each = |pred: &[f64]| co_at(pred, &all);
+    let ex_each = |pred: &[Vec<f64>]| Against { each: ex_at(pred, &all), seed_mean: lds_example(pred, &ex_m) };
+    let co_each = |pred: &[f64]| Against { each: co_at(pred, &all), seed_mean: spearman(pred, &co_m) };
     let co_interval = |pred: &[f64]| boot(&|i| mean(&co_at(pred, i)));
     let intervals = |rows: &[Vec<f64>], contributors: &[f64]| [boot(&|i| mean(&ex_at(rows, i))), co_interval(contributors)];
 
@@ -814,10 +836,11 @@ fn scenario(
         contrib_subsets.iter().map(|rows| rows.iter().filter(|&&i| labels[i]).count() as f64).collect();
     let oracle = MethodFigures::named("oracle: falsified rows kept");
     methods.push(if corrupted {
-        let each = co_each(&oracle_pred);
+        let Against { each, seed_mean } = co_each(&oracle_pred);
         MethodFigures {
             lds_contributor: Some(mean(&each)),
             lds_contributor_each: Some(each),
+            lds_contributor_seed_mean: Some(seed_mean),
             lds_contributor_interval: Some(co_interval(&oracle_pred)),
             ..oracle
         }
@@ -894,13 +917,13 @@ fn fmt_opt(x: Option<f64>) -> String {
 
 /// The methods that have a pair figure `get` gives (`[example, contributor]`, each a pair or
 /// none), with the corrupted and clean scenarios' figures formatted by `fmt` ("–" where missing).
-fn pair_figures<'a>(
+fn pair_figures<'a, T>(
     corrupted: &'a ScenarioReport,
     clean: &'a ScenarioReport,
-    get: impl Fn(&MethodFigures) -> [Option<[f64; 2]>; 2],
-    fmt: impl Fn([f64; 2]) -> String,
+    get: impl Fn(&MethodFigures) -> [Option<T>; 2],
+    fmt: impl Fn(T) -> String,
 ) -> Vec<(&'a str, [String; 4])> {
-    let text = |x: Option<[f64; 2]>| x.map_or_else(|| "–".to_string(), &fmt);
+    let text = |x: Option<T>| x.map_or_else(|| "–".to_string(), &fmt);
     corrupted
         .methods
         .iter()
@@ -957,6 +980,14 @@ impl EvalReport {
         out.push_str("\nEach LDS above is the mean of the LDS against the first and against the second seed's retrainings:");
         let each = |[a, b]: [f64; 2]| format!("{a:.2}/{b:.2}");
         for (name, [e, c, ke, kc]) in pair_figures(c, k, |f| [f.lds_example_each, f.lds_contributor_each], each) {
+            out.push_str(&format!(" {name}: {e}, {c}, clean {ke}, {kc};"));
+        }
+        out.pop();
+        out.push_str(".\n");
+        out.push_str("\nAgainst the mean of each subset's two retrainings (half the seed noise in the measured loss; no ceiling measured):");
+        for (name, [e, c, ke, kc]) in
+            pair_figures(c, k, |f| [f.lds_example_seed_mean, f.lds_contributor_seed_mean], |x: f64| format!("{x:.2}"))
+        {
             out.push_str(&format!(" {name}: {e}, {c}, clean {ke}, {kc};"));
         }
         out.pop();

@@ -326,6 +326,12 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
             let again = spearman(&d.group, &d.loss[seed]);
             assert!((again - each[seed]).abs() < 1e-9 || (again.is_nan() && each[seed].is_nan()), "group: {again} vs {each:?}");
         }
+        // ... and its reading against the two seeds' mean is the correlation with the published losses' mean.
+        let halfway: Vec<f64> = d.loss[0].iter().zip(&d.loss[1]).map(|(a, b)| (a + b) / 2.0).collect();
+        let again = spearman(&d.group, &halfway);
+        let published = group.lds_contributor_seed_mean.expect("group contributor LDS against the seeds' mean");
+        assert!((again - published).abs() < 1e-9 || (again.is_nan() && published.is_nan()), "group: {again} vs {published}");
+        assert!(s.methods.iter().all(|f| f.lds_contributor_each.is_some() == f.lds_contributor_seed_mean.is_some()), "{}", s.name);
         assert!(group.cost_epochs.is_some_and(|c| c > 0.0), "{:?}", group.cost_epochs);
         // Every LDS figure comes with its bootstrap interval, a real range of correlations.
         let in_range = |x: Option<[f64; 2]>| x.is_some_and(|[lo, hi]| -1.0 - 1e-9 <= lo && lo <= hi && hi <= 1.0 + 1e-9);
