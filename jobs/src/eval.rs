@@ -915,8 +915,9 @@ fn fmt_opt(x: Option<f64>) -> String {
     }
 }
 
-/// The methods that have a pair figure `get` gives (`[example, contributor]`, each a pair or
-/// none), with the corrupted and clean scenarios' figures formatted by `fmt` ("–" where missing).
+/// The methods that have a figure `get` gives (`[example, contributor]`, each a value — a pair of
+/// seeds, an interval, one number — or none), with the corrupted and clean scenarios' figures
+/// formatted by `fmt` ("–" where missing).
 fn pair_figures<'a, T>(
     corrupted: &'a ScenarioReport,
     clean: &'a ScenarioReport,
