@@ -331,7 +331,10 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         let again = spearman(&d.group, &halfway);
         let published = group.lds_contributor_seed_mean.expect("group contributor LDS against the seeds' mean");
         assert!((again - published).abs() < 1e-9 || (again.is_nan() && published.is_nan()), "group: {again} vs {published}");
-        assert!(s.methods.iter().all(|f| f.lds_contributor_each.is_some() == f.lds_contributor_seed_mean.is_some()), "{}", s.name);
+        for f in &s.methods {
+            assert_eq!(f.lds_contributor_each.is_some(), f.lds_contributor_seed_mean.is_some(), "{}: {}", s.name, f.name);
+            assert_eq!(f.lds_example_each.is_some(), f.lds_example_seed_mean.is_some(), "{}: {}", s.name, f.name);
+        }
         assert!(group.cost_epochs.is_some_and(|c| c > 0.0), "{:?}", group.cost_epochs);
         // Every LDS figure comes with its bootstrap interval, a real range of correlations.
         let in_range = |x: Option<[f64; 2]>| x.is_some_and(|[lo, hi]| -1.0 - 1e-9 <= lo && lo <= hi && hi <= 1.0 + 1e-9);
