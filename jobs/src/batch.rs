@@ -66,14 +66,15 @@ impl Batch {
 
 /// Which next tokens the loss scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Targets {
+pub enum Targets<'a> {
     /// The row's own tokens (the training loss).
     Observed,
     /// Tokens drawn from the model's own predictive distribution at each position. Row `b` of the
-    /// batch draws from its own stream, seeded `seed + b`, so a row's targets do not depend on how
-    /// rows are chunked. Gradients of this loss have the Gauss–Newton matrix (the true Fisher) as
-    /// their expected outer product, unlike the observed-token gradients (the empirical Fisher).
-    Sampled(u64),
+    /// batch draws from its own stream, seeded `streams[b]`; callers derive a row's stream from its
+    /// index in the whole set, so its targets do not depend on how rows are chunked or ordered.
+    /// Gradients of this loss have the Gauss–Newton matrix (the true Fisher) as their expected
+    /// outer product, unlike the observed-token gradients (the empirical Fisher).
+    Sampled(&'a [u64]),
 }
 
 /// Mean token cross-entropy of each row over its loss tokens, `[batch]`.
@@ -88,12 +89,12 @@ pub fn per_example_loss_with(
     model: &LlamaModel,
     batch: &Batch,
     lora: Option<&dyn LoraHook>,
-    targets: Targets,
+    targets: Targets<'_>,
 ) -> crate::Result<Tensor<1>> {
     let logp = log_probs(model, batch, lora);
     let targets = match targets {
         Targets::Observed => batch.targets.clone(),
-        Targets::Sampled(seed) => sample_targets(&logp, seed, &batch.targets.device())?,
+        Targets::Sampled(streams) => sample_targets(&logp, streams, &batch.targets.device())?,
     };
     Ok(masked_nll(logp, targets, batch))
 }
@@ -110,10 +111,13 @@ fn masked_nll(logp: Tensor<3>, targets: Tensor<2, Int>, batch: &Batch) -> Tensor
     nll.reshape([b])
 }
 
-/// One token per position drawn from `exp(logp)`, row `b` from the stream seeded `seed + b`.
-fn sample_targets(logp: &Tensor<3>, seed: u64, device: &Device) -> crate::Result<Tensor<2, Int>> {
+/// One token per position drawn from `exp(logp)`, row `b` from the stream seeded `streams[b]`.
+fn sample_targets(logp: &Tensor<3>, streams: &[u64], device: &Device) -> crate::Result<Tensor<2, Int>> {
     use rand::{Rng, SeedableRng};
     let [b, t, v] = logp.dims();
+    if streams.len() != b {
+        return Err(crate::Error::Internal(format!("{} sampling streams for {b} rows", streams.len())));
+    }
     let values = logp
         .clone()
         .inner()
@@ -122,8 +126,8 @@ fn sample_targets(logp: &Tensor<3>, seed: u64, device: &Device) -> crate::Result
         .try_into_vec::<f32>()
         .map_err(|e| crate::Error::Internal(format!("reading log-probabilities: {e:?}")))?;
     let mut out = Vec::with_capacity(b * t);
-    for (r, row) in values.chunks_exact(t * v).enumerate() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(r as u64));
+    for (row, &stream) in values.chunks_exact(t * v).zip(streams) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(stream);
         for dist in row.chunks_exact(v) {
             let u: f64 = rng.random();
             let mut acc = 0.0f64;

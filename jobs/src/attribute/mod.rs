@@ -301,10 +301,10 @@ impl ScoreAcc {
     }
 }
 
-/// Cache of gradient chunks, keyed `<phase>-<chunk>`: lets a killed attribution resume.
+/// Cache of gradient chunks, keyed `<phase>-<chunk size>x<chunk index>`: lets a killed attribution resume.
 pub trait GradCache {
-    /// A chunk computed earlier, if any.
-    fn load(&mut self, key: &str) -> Option<GradBlocks>;
+    /// A chunk of `rows` rows computed earlier, if any (one saved with another row count is not it).
+    fn load(&mut self, key: &str, rows: usize) -> Option<GradBlocks>;
     /// A chunk just computed.
     fn store(&mut self, key: &str, grads: &GradBlocks) -> Result<()>;
     /// Polled between chunks; `true` stops with [`Error::Cancelled`].
@@ -316,7 +316,7 @@ pub trait GradCache {
 /// A cache that keeps nothing (the benchmark).
 pub struct NoCache;
 impl GradCache for NoCache {
-    fn load(&mut self, _: &str) -> Option<GradBlocks> {
+    fn load(&mut self, _: &str, _: usize) -> Option<GradBlocks> {
         None
     }
     fn store(&mut self, _: &str, _: &GradBlocks) -> Result<()> {
@@ -350,9 +350,21 @@ const FISHER_SEED: u64 = 0x6a09_e667_f3bc_c908;
 /// curvature draws them (row `i` from stream [`FISHER_SEED`]` + i`): `Σ gᵢgᵢᵀ` over them estimates
 /// the Gauss–Newton matrix, where the observed-label gradients give the empirical Fisher.
 pub fn sampled_grads(model: &LlamaModel, adapter: &Adapter, rows: &[Encoded], pad: u32, chunk: usize) -> Result<GradBlocks> {
-    cached_grads(model, adapter, rows, pad, chunk, "sampled", Targets::Sampled(FISHER_SEED), &mut NoCache)
+    cached_grads(model, adapter, rows, pad, chunk, "sampled", Draw::Sampled(FISHER_SEED), &mut NoCache)
 }
 
+/// How [`cached_grads`] draws targets: the rows' own, or sampled with row `i` (its index in the
+/// rows passed) drawing from stream `seed + i`, whatever the chunk size and order.
+#[derive(Debug, Clone, Copy)]
+enum Draw {
+    Observed,
+    Sampled(u64),
+}
+
+/// Per-example gradients of `rows`, chunk by chunk ([`grads::length_chunks`]), each chunk loaded
+/// from `cache` when an interrupted run saved it and saved there when computed. A chunk's key
+/// names its phase, the chunk size and its index, so chunks saved under another chunk size (or by
+/// a version that formed chunks in row order, keyed without the size) are never taken for these.
 #[allow(clippy::too_many_arguments)]
 fn cached_grads(
     model: &LlamaModel,
@@ -361,31 +373,32 @@ fn cached_grads(
     pad: u32,
     chunk: usize,
     phase: &str,
-    targets: Targets,
+    draw: Draw,
     cache: &mut dyn GradCache,
 ) -> Result<GradBlocks> {
-    let mut parts = Vec::new();
-    for (k, part) in rows.chunks(chunk.max(1)).enumerate() {
+    let chunks = grads::length_chunks(rows, chunk);
+    let mut parts = Vec::with_capacity(chunks.len());
+    for (k, ids) in chunks.iter().enumerate() {
         if cache.cancelled() {
             return Err(Error::Cancelled);
         }
-        let key = format!("{phase}-{k:05}");
-        let g = match cache.load(&key) {
+        let key = format!("{phase}-{}x{k:05}", chunk.max(1));
+        let g = match cache.load(&key, ids.len()) {
             Some(g) => g,
             None => {
-                // Row `i` of `rows` always draws from stream `seed + i`, whatever the chunk size.
-                let targets = match targets {
-                    Targets::Observed => Targets::Observed,
-                    Targets::Sampled(seed) => Targets::Sampled(seed.wrapping_add((k * chunk.max(1)) as u64)),
+                let streams: Vec<u64> = match draw {
+                    Draw::Observed => Vec::new(),
+                    Draw::Sampled(seed) => ids.iter().map(|&i| seed.wrapping_add(i as u64)).collect(),
                 };
-                let g = grads::chunk_grads_with(model, adapter, part, pad, targets)?;
+                let targets = if matches!(draw, Draw::Sampled(_)) { Targets::Sampled(&streams) } else { Targets::Observed };
+                let g = grads::chunk_grads_with(model, adapter, &grads::pick(rows, ids), pad, targets)?;
                 cache.store(&key, &g)?;
                 g
             }
         };
         parts.push(g);
     }
-    GradBlocks::concat(parts)
+    GradBlocks::assemble(parts, &chunks)
 }
 
 /// Compute `cfg.method`'s scores of `train` on `val`. `checkpoints` (adapter, mean learning rate)
@@ -407,7 +420,7 @@ pub fn attribute(
         return Err(Error::InvalidArgument("attribution needs training and validation rows".into()));
     }
     let grads_of = |a: &Adapter, rows: &[Encoded], phase: &str, cache: &mut dyn GradCache| {
-        cached_grads(model, a, rows, pad, cfg.chunk, phase, Targets::Observed, cache)
+        cached_grads(model, a, rows, pad, cfg.chunk, phase, Draw::Observed, cache)
     };
     match cfg.method {
         Method::ExactBlock | Method::DataInf | Method::GradDot => {
@@ -416,7 +429,7 @@ pub fn attribute(
             match cfg.method {
                 Method::ExactBlock => {
                     let sampled = |rows: &[Encoded], phase: &str, cache: &mut dyn GradCache| {
-                        cached_grads(model, adapter, rows, pad, cfg.chunk, phase, Targets::Sampled(FISHER_SEED), cache)
+                        cached_grads(model, adapter, rows, pad, cfg.chunk, phase, Draw::Sampled(FISHER_SEED), cache)
                     };
                     let fg = match cfg.curvature {
                         Curvature::TrainSampled => sampled(train, "fisher", cache)?,
@@ -645,7 +658,6 @@ impl AttributeJob {
                 cached.insert(key.to_string(), grads_from_bytes(&bytes, obj.location.as_ref(), &device)?);
             }
         }
-        let chunks_resumed = cached.len();
         let per_pass = train_enc.len().div_ceil(self.attribution.chunk.max(1)) + val_enc.len().div_ceil(self.attribution.chunk.max(1));
         let passes = if self.attribution.method == Method::TracIn { checkpoints.len().max(1) } else { 1 };
         // `exact-block`'s curvature may take one more pass, over the training or validation rows.
@@ -660,10 +672,11 @@ impl AttributeJob {
         let cancel = self.cancel.clone();
         let total = per_pass * passes + fisher_pass;
         let mut handle = tokio::task::spawn_blocking(move || {
-            let mut cache = JobCache { cached, tx, progress, cancel, done: 0, total };
-            attribute(&model, &adapter, &checkpoints, &train_enc, &val_enc, pad, batch_size, &cfg, &mut cache)
+            let mut cache = JobCache { cached, tx, progress, cancel, done: 0, total, resumed: 0 };
+            let scores = attribute(&model, &adapter, &checkpoints, &train_enc, &val_enc, pad, batch_size, &cfg, &mut cache);
+            scores.map(|s| (s, cache.resumed))
         });
-        let scores = loop {
+        let (scores, chunks_resumed) = loop {
             tokio::select! {
                 Some((key, bytes)) = rx.recv() => dir.put(&format!("{work}/{key}.safetensors"), bytes).await?,
                 joined = &mut handle => {
@@ -738,6 +751,8 @@ struct JobCache {
     cancel: Option<Arc<AtomicBool>>,
     done: usize,
     total: usize,
+    /// Chunks taken from `cached`.
+    resumed: usize,
 }
 
 impl JobCache {
@@ -750,9 +765,10 @@ impl JobCache {
 }
 
 impl GradCache for JobCache {
-    fn load(&mut self, key: &str) -> Option<GradBlocks> {
-        let g = self.cached.remove(key);
+    fn load(&mut self, key: &str, rows: usize) -> Option<GradBlocks> {
+        let g = self.cached.remove(key).filter(|g| g.rows() == rows);
         if g.is_some() {
+            self.resumed += 1;
             self.tick();
         }
         g
@@ -908,7 +924,80 @@ async fn write_contributors(tables: &Tables, record: &AdapterRecord, method: Met
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::Device;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
+    use crate::attribute::linalg::to_vec;
+    use crate::base_model::{Preset, init_model};
+    use crate::model::LoraConfig;
+
+    /// A cache that keeps every chunk in memory and counts the chunks it hands back.
+    #[derive(Default)]
+    struct MemCache {
+        chunks: BTreeMap<String, GradBlocks>,
+        hits: usize,
+    }
+
+    impl GradCache for MemCache {
+        fn load(&mut self, key: &str, rows: usize) -> Option<GradBlocks> {
+            let g = self.chunks.get(key).filter(|g| g.rows() == rows).cloned();
+            self.hits += usize::from(g.is_some());
+            g
+        }
+        fn store(&mut self, key: &str, grads: &GradBlocks) -> Result<()> {
+            self.chunks.insert(key.to_string(), grads.clone());
+            Ok(())
+        }
+    }
+
+    fn max_diff(a: &GradBlocks, b: &GradBlocks) -> (f32, f32) {
+        let (mut worst, mut scale) = (0f32, 0f32);
+        for (x, y) in a.blocks.iter().zip(&b.blocks) {
+            let (x, y) = (to_vec(x).expect("x"), to_vec(y).expect("y"));
+            scale = x.iter().map(|v| v.abs()).fold(scale, f32::max);
+            worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
+        }
+        (worst, scale)
+    }
+
+    #[test]
+    fn saved_chunks_are_reused_only_under_the_same_chunk_size_and_sampled_targets_follow_the_row() {
+        let device = Device::flex();
+        let model = init_model(&Preset::Tiny.config(97, 0), 5, &device);
+        let adapter = Adapter::init(&model, &LoraConfig::default(), 1).expect("adapter");
+        let mut rng = StdRng::seed_from_u64(3);
+        let rows: Vec<Encoded> = (0..7)
+            .map(|i| {
+                let len = 5 + (i * 7) % 11;
+                Encoded { tokens: (0..len).map(|_| rng.random_range(1..97)).collect(), loss_mask: (0..len).map(|j| j > 1).collect() }
+            })
+            .collect();
+        let draw = Draw::Sampled(FISHER_SEED);
+        let mut cache = MemCache::default();
+        let first = cached_grads(&model, &adapter, &rows, 0, 3, "fisher", draw, &mut cache).expect("first");
+        assert_eq!((cache.chunks.len(), cache.hits), (3, 0));
+        // The same chunk size: every chunk comes from the cache, and the result is the same.
+        let again = cached_grads(&model, &adapter, &rows, 0, 3, "fisher", draw, &mut cache).expect("again");
+        assert_eq!(cache.hits, 3);
+        assert_eq!(max_diff(&first, &again).0, 0.0);
+        // Another chunk size: chunks of other rows, so nothing is reused; each row still draws its
+        // own targets, so its gradients do not change.
+        let other = cached_grads(&model, &adapter, &rows, 0, 2, "fisher", draw, &mut cache).expect("other size");
+        assert_eq!(cache.hits, 3, "no chunk saved under size 3 is taken for size 2");
+        let (worst, scale) = max_diff(&first, &other);
+        assert!(scale > 0.0 && worst <= 1e-4 * scale, "sampled gradients moved by {worst} (scale {scale}) with the chunking");
+        // A saved chunk of the wrong length (an older layout under the same key) is recomputed:
+        // chunk 3 of seven rows in twos holds one row.
+        let two_rows = cache.chunks["fisher-2x00000"].clone();
+        cache.chunks.insert("fisher-2x00003".into(), two_rows);
+        let hits = cache.hits;
+        let fixed = cached_grads(&model, &adapter, &rows, 0, 2, "fisher", draw, &mut cache).expect("stale chunk");
+        assert_eq!(cache.hits, hits + 3, "chunks 0–2 (two rows each) reused; chunk 3 saved with the wrong row count is not");
+        assert_eq!(max_diff(&other, &fixed).0, 0.0);
+        assert_eq!(cache.chunks["fisher-2x00003"].rows(), 1, "the recomputed chunk replaced the stale one");
+    }
 
     #[test]
     fn settings_that_cannot_work_are_refused_up_front() {
