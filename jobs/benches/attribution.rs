@@ -5,7 +5,8 @@
 //!    backward pass per row;
 //! 2. the gradients of every training row in chunks of rows of similar length (what attribution
 //!    does) against chunks in row order, which pad every row to the longest of its chunk;
-//! 3. each method's full attribution time against one training epoch (the issue's target: the
+//! 3. the chunk size: the same passes at 8 to 128 rows per chunk against the default;
+//! 4. each method's full attribution time against one training epoch (the issue's target: the
 //!    default method at most 2× an epoch).
 //!
 //! `cargo bench -p tributary-jobs --bench attribution` (a few minutes on 2 cores; builds the tiny
@@ -58,7 +59,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let naive: Vec<_> = rows.iter().map(|r| chunk_grads(&base.model, &out.adapter, std::slice::from_ref(r), pad)).collect::<Result<_, _>>()?;
     let naive_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let chunked = per_example_grads(&base.model, &out.adapter, rows, pad, 32)?;
+    let chunk = attribute::DEFAULT_CHUNK;
+    let chunked = per_example_grads(&base.model, &out.adapter, rows, pad, chunk)?;
     let chunked_s = t.elapsed().as_secs_f64();
     let naive = GradBlocks::concat(naive)?;
     let mut worst = 0f32;
@@ -67,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worst = worst.max(d);
     }
     println!(
-        "per-example gradients of {} rows: one backward per row {naive_s:.3}s, one per 32-row chunk {chunked_s:.3}s → {:.1}× faster (max difference {worst:.2e})",
+        "per-example gradients of {} rows: one backward per row {naive_s:.3}s, one per {chunk}-row chunk {chunked_s:.3}s → {:.1}× faster (max difference {worst:.2e})",
         rows.len(),
         naive_s / chunked_s
     );
@@ -79,14 +81,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let padded: usize = chunks.iter().map(|c| c.len() * c.iter().map(|&i| train[i].tokens.len()).max().unwrap_or(0)).sum();
         (real, padded)
     };
-    let in_order: Vec<Vec<usize>> = (0..train.len()).collect::<Vec<_>>().chunks(32).map(<[usize]>::to_vec).collect();
-    let sorted = length_chunks(&train, 32);
+    let in_order: Vec<Vec<usize>> = (0..train.len()).collect::<Vec<_>>().chunks(chunk).map(<[usize]>::to_vec).collect();
+    let sorted = length_chunks(&train, chunk);
     let t = Instant::now();
     let parts = in_order.iter().map(|ids| chunk_grads(&base.model, &out.adapter, &train[ids[0]..=ids[ids.len() - 1]], pad)).collect::<Result<Vec<_>, _>>()?;
     let row_order = GradBlocks::concat(parts)?;
     let row_order_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let by_length = per_example_grads(&base.model, &out.adapter, &train, pad, 32)?;
+    let by_length = per_example_grads(&base.model, &out.adapter, &train, pad, chunk)?;
     let by_length_s = t.elapsed().as_secs_f64();
     let mut worst = 0f32;
     for (a, b) in row_order.blocks.iter().zip(&by_length.blocks) {
@@ -94,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let ((real, pad_rows), (_, pad_sorted)) = (padded(&in_order), padded(&sorted));
     println!(
-        "per-example gradients of all {} rows in 32-row chunks: in row order {row_order_s:.3}s ({:.0}% of the tokens padding), \
+        "per-example gradients of all {} rows in {chunk}-row chunks: in row order {row_order_s:.3}s ({:.0}% of the tokens padding), \
          shortest first {by_length_s:.3}s ({:.0}%) → {:.2}× faster (max difference {worst:.2e})",
         train.len(),
         100.0 * (pad_rows - real) as f64 / pad_rows as f64,
@@ -102,7 +104,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         row_order_s / by_length_s
     );
 
-    // 3. Each method against one epoch.
+    // 3. The chunk size, against the default (length-sorted chunks; the mean of 3 runs each).
+    let time_chunk = |c: usize| -> Result<f64, tributary_jobs::Error> {
+        let t = Instant::now();
+        for _ in 0..3 {
+            per_example_grads(&base.model, &out.adapter, &train, pad, c)?;
+        }
+        Ok(t.elapsed().as_secs_f64() / 3.0)
+    };
+    let default_s = time_chunk(chunk)?;
+    for c in [8, 16, 32, 64, 128] {
+        let s = time_chunk(c)?;
+        println!("all {} rows in {c}-row chunks: {s:.3}s, {:.2}× the default ({chunk} rows, {default_s:.3}s)", train.len(), s / default_s);
+    }
+
+    // 4. Each method against one epoch.
     for m in Method::ALL {
         let t = Instant::now();
         attribute::attribute(&base.model, &out.adapter, &out.tracin, &train, &val, pad, cfg.batch_size, &AttributionConfig::new(m), &mut NoCache)?;

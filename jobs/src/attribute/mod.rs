@@ -175,6 +175,13 @@ impl FromStr for Curvature {
     }
 }
 
+/// Rows per gradient pass by default. With the rows sorted by length ([`grads::length_chunks`]), a
+/// smaller chunk pads less and keeps its per-row outer products in cache: on the attribution bench
+/// (`cargo bench -p tributary-jobs --bench attribution`, 240 rows, 2 cores) chunks of 8, 16, 32, 64
+/// and 128 rows took 0.211, 0.209, 0.245, 0.306 and 0.372 s. A smaller chunk also loses less
+/// work when a run is killed.
+pub const DEFAULT_CHUNK: usize = 16;
+
 /// How to attribute.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttributionConfig {
@@ -182,7 +189,7 @@ pub struct AttributionConfig {
     pub method: Method,
     /// Damping (`None` = the method's default).
     pub damping: Option<f64>,
-    /// Rows per gradient pass.
+    /// Rows per gradient pass ([`DEFAULT_CHUNK`]).
     pub chunk: usize,
     /// `exact-block` only: where the curvature comes from.
     pub curvature: Curvature,
@@ -191,7 +198,7 @@ pub struct AttributionConfig {
 impl AttributionConfig {
     /// The default settings of `method`.
     pub fn new(method: Method) -> AttributionConfig {
-        AttributionConfig { method, damping: None, chunk: 32, curvature: Curvature::default() }
+        AttributionConfig { method, damping: None, chunk: DEFAULT_CHUNK, curvature: Curvature::default() }
     }
 
     /// Check the settings before any gradient is computed: a damping that is zero, negative or not

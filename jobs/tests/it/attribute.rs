@@ -127,7 +127,7 @@ async fn attribute_job_writes_both_tables_and_resumes() {
             c.store(true, Ordering::SeqCst);
         }
     });
-    let small_chunks = AttributionConfig { chunk: 16, ..AttributionConfig::new(Method::ExactBlock) };
+    let small_chunks = AttributionConfig { chunk: 8, ..AttributionConfig::new(Method::ExactBlock) };
     let cancelled = AttributeJob::new(cfg.clone(), tables.clone(), "facts")
         .with_attribution(small_chunks.clone())
         .with_progress(progress)
