@@ -978,21 +978,26 @@ impl EvalReport {
             "| noise ceiling (2nd seed) | – | – | {:.2} | {:.2} | {:.2} | {:.2} | – |\n",
             c.ceiling_example, c.ceiling_contributor, k.ceiling_example, k.ceiling_contributor
         ));
-        out.push_str("\nEach LDS above is the mean of the LDS against the first and against the second seed's retrainings:");
+        // One paragraph listing every method's four figures: `head:` then `name: e, c, clean e, c;`….
+        let paragraph = |out: &mut String, head: &str, rows: Vec<(&str, [String; 4])>| {
+            out.push_str(head);
+            for (name, [e, c, ke, kc]) in rows {
+                out.push_str(&format!(" {name}: {e}, {c}, clean {ke}, {kc};"));
+            }
+            out.pop();
+            out.push_str(".\n");
+        };
         let each = |[a, b]: [f64; 2]| format!("{a:.2}/{b:.2}");
-        for (name, [e, c, ke, kc]) in pair_figures(c, k, |f| [f.lds_example_each, f.lds_contributor_each], each) {
-            out.push_str(&format!(" {name}: {e}, {c}, clean {ke}, {kc};"));
-        }
-        out.pop();
-        out.push_str(".\n");
-        out.push_str("\nAgainst the mean of each subset's two retrainings (half the seed noise in the measured loss; no ceiling measured):");
-        for (name, [e, c, ke, kc]) in
-            pair_figures(c, k, |f| [f.lds_example_seed_mean, f.lds_contributor_seed_mean], |x: f64| format!("{x:.2}"))
-        {
-            out.push_str(&format!(" {name}: {e}, {c}, clean {ke}, {kc};"));
-        }
-        out.pop();
-        out.push_str(".\n");
+        paragraph(
+            &mut out,
+            "\nEach LDS above is the mean of the LDS against the first and against the second seed's retrainings:",
+            pair_figures(c, k, |f| [f.lds_example_each, f.lds_contributor_each], each),
+        );
+        paragraph(
+            &mut out,
+            "\nAgainst the mean of each subset's two retrainings (half the seed noise in the measured loss; no ceiling measured):",
+            pair_figures(c, k, |f| [f.lds_example_seed_mean, f.lds_contributor_seed_mean], |x: f64| format!("{x:.2}")),
+        );
         out.push_str(&format!(
             "\n95% bootstrap intervals (the {} subsets resampled {BOOTSTRAP_DRAWS} times, the same resamples for every row):\n\n",
             self.config.subsets

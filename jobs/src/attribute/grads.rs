@@ -200,6 +200,21 @@ impl LoraHook for Probes<'_> {
     }
 }
 
+/// The largest absolute difference between two gradient sets of the same shape, and the largest
+/// absolute entry of `a` (the scale to judge it by).
+#[cfg(test)]
+pub(crate) fn max_diff(a: &GradBlocks, b: &GradBlocks) -> (f32, f32) {
+    use super::linalg::to_vec;
+    let (mut worst, mut scale) = (0f32, 0f32);
+    for (x, y) in a.blocks.iter().zip(&b.blocks) {
+        let (x, y) = (to_vec(x).expect("x"), to_vec(y).expect("y"));
+        assert_eq!(x.len(), y.len(), "blocks of different shapes");
+        scale = x.iter().map(|v| v.abs()).fold(scale, f32::max);
+        worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
+    }
+    (worst, scale)
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Device, TensorData};
@@ -241,13 +256,8 @@ mod tests {
         let whole = chunk_grads(&model, &adapter, &rows, 0).expect("one pass");
         let sorted = per_example_grads(&model, &adapter, &rows, 0, 4).expect("sorted chunks");
         assert_eq!(sorted.keys, whole.keys);
-        for (a, b) in whole.blocks.iter().zip(&sorted.blocks) {
-            let (a, b) = (to_vec(a).expect("a"), to_vec(b).expect("b"));
-            let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
-            assert!(scale > 0.0);
-            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-4 * scale, "off by {worst} (scale {scale})");
-        }
+        let (worst, scale) = max_diff(&whole, &sorted);
+        assert!(scale > 0.0 && worst <= 1e-4 * scale, "off by {worst} (scale {scale})");
         // Chunks that do not cover the rows exactly once are refused.
         let part = |n: usize| chunk_grads(&model, &adapter, &rows[..n], 0).expect("part");
         assert!(GradBlocks::assemble(vec![part(2), part(1)], &[vec![0, 1], vec![1]]).is_err());

@@ -936,7 +936,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
-    use crate::attribute::linalg::to_vec;
+    use crate::attribute::grads::max_diff;
     use crate::base_model::{Preset, init_model};
     use crate::model::LoraConfig;
 
@@ -957,16 +957,6 @@ mod tests {
             self.chunks.insert(key.to_string(), grads.clone());
             Ok(())
         }
-    }
-
-    fn max_diff(a: &GradBlocks, b: &GradBlocks) -> (f32, f32) {
-        let (mut worst, mut scale) = (0f32, 0f32);
-        for (x, y) in a.blocks.iter().zip(&b.blocks) {
-            let (x, y) = (to_vec(x).expect("x"), to_vec(y).expect("y"));
-            scale = x.iter().map(|v| v.abs()).fold(scale, f32::max);
-            worst = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
-        }
-        (worst, scale)
     }
 
     #[test]
