@@ -10,6 +10,14 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::model::{LlamaModel, LoraHook, ModelInput};
 use crate::tokenizer::Encoded;
 
+/// The share of the tokens of padded `batches` of `rows` (indices into `rows`) that is padding:
+/// each batch is padded to its longest row.
+pub fn padding_share(rows: &[Encoded], batches: &[Vec<usize>]) -> f64 {
+    let real: usize = batches.iter().flatten().map(|&i| rows[i].tokens.len()).sum();
+    let padded: usize = batches.iter().map(|b| b.len() * b.iter().map(|&i| rows[i].tokens.len()).max().unwrap_or(0)).sum();
+    if padded == 0 { 0.0 } else { (padded - real) as f64 / padded as f64 }
+}
+
 /// A padded batch: inputs, next-token targets and the loss mask.
 #[derive(Debug, Clone)]
 pub struct Batch {

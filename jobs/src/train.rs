@@ -5,7 +5,7 @@
 //! the training set at a recorded Delta version, picks the validation set, resumes an unfinished
 //! run from its checkpoint, and writes `adapters/<datanet>/<version>/`.
 //!
-//! Determinism: the batch order of epoch `e` is a permutation drawn from `(seed, e)`, dropout masks
+//! Determinism: the batches of epoch `e` are drawn from `(seed, e)` ([`epoch_batches`]), dropout masks
 //! from `(seed, step)`, the adapter's initialization from `seed`, and the optimizer state is saved
 //! whole in checkpoints. A run killed and resumed therefore produces the same adapter, bit for
 //! bit, as one that was never interrupted (on the same backend).
@@ -63,6 +63,11 @@ pub struct TrainConfig {
     pub max_seq_len: usize,
     /// Save a resume checkpoint every this many steps (and at every epoch end); 0 = epoch ends only.
     pub checkpoint_every: usize,
+    /// Batch rows of similar length together (see [`epoch_batches`]): less padding, so faster
+    /// epochs, at the price of batches that are less mixed. Off by default; a run's hash and
+    /// `adapter.json` carry it only when on, so the versions of runs without it do not change.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub group_by_length: bool,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +84,7 @@ impl Default for TrainConfig {
             seed: 17,
             max_seq_len: 128,
             checkpoint_every: 10,
+            group_by_length: false,
         }
     }
 }
@@ -213,12 +219,33 @@ fn with_params(adapter: &Adapter, params: &BTreeMap<String, Tensor<2>>, leaf: bo
     out
 }
 
-/// The row order of epoch `epoch` (0-based).
-fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(epoch as u64 + 1));
+/// Rows in one length-sorted group when batching by length: this many batches' worth.
+pub const LENGTH_GROUP_BATCHES: usize = 50;
+
+/// The batches of epoch `epoch` (0-based) over rows of token lengths `lens`: row indices, one
+/// `Vec` per optimizer step, every row exactly once.
+///
+/// The rows are shuffled by a permutation drawn from `(seed, epoch)` and cut into `batch_size`
+/// rows. With `group_by_length` (Hugging Face's `group_by_length`, after its `LengthGroupedSampler`),
+/// the shuffled rows are first taken in groups of [`LENGTH_GROUP_BATCHES`] batches, each group is
+/// sorted longest first and cut into batches, and the batches are then shuffled by a second draw
+/// from `(seed, epoch)`: each batch holds rows of similar length, so little of it is padding, and
+/// the order of long and short batches stays random rather than a curriculum.
+pub fn epoch_batches(cfg: &TrainConfig, epoch: usize, lens: &[usize]) -> Vec<Vec<usize>> {
+    let bs = cfg.batch_size.max(1);
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(epoch as u64 + 1));
     order.shuffle(&mut rng);
-    order
+    if !cfg.group_by_length {
+        return order.chunks(bs).map(<[usize]>::to_vec).collect();
+    }
+    let mut batches: Vec<Vec<usize>> = Vec::with_capacity(lens.len().div_ceil(bs));
+    for group in order.chunks_mut(bs * LENGTH_GROUP_BATCHES) {
+        group.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        batches.extend(group.chunks(bs).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    batches
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -266,8 +293,9 @@ pub fn train_adapter(
     let total = spe * cfg.epochs;
     let warmup = ((total as f64) * cfg.warmup_frac).round() as usize;
     let mut params = params_of(&state.adapter);
-    let mut order_epoch = usize::MAX;
-    let mut order = Vec::new();
+    let lens: Vec<usize> = train.iter().map(|r| r.tokens.len()).collect();
+    let mut batches_epoch = usize::MAX;
+    let mut batches = Vec::new();
     while state.step < total {
         if obs.cancelled() {
             state.seconds = seconds_before + started.elapsed().as_secs_f64();
@@ -277,13 +305,11 @@ pub fn train_adapter(
         }
         let step = state.step;
         let epoch = step / spe;
-        if epoch != order_epoch {
-            order = epoch_order(cfg.seed, epoch, train.len());
-            order_epoch = epoch;
+        if epoch != batches_epoch {
+            batches = epoch_batches(cfg, epoch, &lens);
+            batches_epoch = epoch;
         }
-        let j = step % spe;
-        let rows: Vec<&Encoded> =
-            order[j * cfg.batch_size..((j + 1) * cfg.batch_size).min(train.len())].iter().map(|&i| &train[i]).collect();
+        let rows: Vec<&Encoded> = batches[step % spe].iter().map(|&i| &train[i]).collect();
         let lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr_frac);
 
         let leaves = with_params(&state.adapter, &params, true);
@@ -742,4 +768,65 @@ async fn unfinished_run(warehouse: &Warehouse, datanet: &str, epoch: i64, hash: 
 /// The device a job runs on (exposed for the CLI's `--device`).
 pub fn device_of(compute: Compute) -> Result<Device> {
     compute.device()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::padding_share;
+
+    /// Rows of the given token lengths (contents do not matter to batching).
+    fn rows(lens: &[usize]) -> Vec<Encoded> {
+        lens.iter().map(|&n| Encoded { tokens: vec![0; n], loss_mask: vec![true; n] }).collect()
+    }
+
+    fn covers_each_row_once(batches: &[Vec<usize>], n: usize) -> bool {
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        seen == (0..n).collect::<Vec<_>>()
+    }
+
+    #[test]
+    fn length_grouped_batches_take_every_row_once_pad_less_and_stay_seeded() {
+        // 1003 rows of lengths 8..=127 in no order; 8-row batches, so one partial batch.
+        let lens: Vec<usize> = (0..1003u64).map(|i| 8 + (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as usize).collect();
+        let train = rows(&lens);
+        let plain = TrainConfig::default();
+        let grouped = TrainConfig { group_by_length: true, ..plain.clone() };
+        for cfg in [&plain, &grouped] {
+            let b = epoch_batches(cfg, 0, &lens);
+            assert_eq!(b.len(), cfg.steps_per_epoch(lens.len()), "one batch per step");
+            assert!(covers_each_row_once(&b, lens.len()), "group_by_length {}", cfg.group_by_length);
+            assert_eq!(b.iter().filter(|b| b.len() < cfg.batch_size).count(), 1, "one partial batch");
+            assert_eq!(b, epoch_batches(cfg, 0, &lens), "the same (seed, epoch) draws the same batches");
+            assert_ne!(b, epoch_batches(cfg, 1, &lens), "another epoch draws other batches");
+            let reseeded = TrainConfig { seed: cfg.seed + 1, ..cfg.clone() };
+            assert_ne!(b, epoch_batches(&reseeded, 0, &lens), "another seed draws other batches");
+        }
+        // Without grouping, the batches are one permutation cut in order: only the last is partial.
+        let b = epoch_batches(&plain, 0, &lens);
+        assert!(b[..b.len() - 1].iter().all(|b| b.len() == plain.batch_size));
+
+        let (p, g) = (padding_share(&train, &epoch_batches(&plain, 0, &lens)), padding_share(&train, &epoch_batches(&grouped, 0, &lens)));
+        assert!(p > 0.3, "mixed batches of lengths 8..127 are mostly padding: {p:.3}");
+        assert!(g < 0.05, "length-grouped batches pad little: {g:.3} (mixed: {p:.3})");
+
+        // Grouped batches come in random order, not longest first: a sorted order would be a curriculum.
+        let longest: Vec<usize> = epoch_batches(&grouped, 0, &lens).iter().map(|b| b.iter().map(|&i| lens[i]).max().unwrap_or(0)).collect();
+        assert!(!longest.windows(2).all(|w| w[0] >= w[1]) && !longest.windows(2).all(|w| w[0] <= w[1]), "{longest:?}");
+        // Each batch holds rows of one group, a slice of the same shuffle the plain batches cut in
+        // order, so the epoch still mixes rows across groups of 50 batches.
+        let group = grouped.batch_size * LENGTH_GROUP_BATCHES;
+        assert!(lens.len() > group, "the test spans more than one group");
+        let shuffled: Vec<usize> = epoch_batches(&plain, 0, &lens).concat();
+        let mut group_of = vec![0; lens.len()];
+        for (k, g) in shuffled.chunks(group).enumerate() {
+            for &i in g {
+                group_of[i] = k;
+            }
+        }
+        for b in epoch_batches(&grouped, 0, &lens) {
+            assert!(b.iter().all(|&i| group_of[i] == group_of[b[0]]), "a batch across groups: {b:?}");
+        }
+    }
 }

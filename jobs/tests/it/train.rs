@@ -78,9 +78,20 @@ async fn training_lowers_validation_loss_and_writes_a_peft_adapter() {
         r
     });
     append_training_set(&tables, "facts", &more.collect::<Vec<_>>()).await;
-    let newer = TrainJob::new(cfg, tables, "facts").with_train_config(train).execute().await.expect("newer");
+    let newer = TrainJob::new(cfg.clone(), tables.clone(), "facts").with_train_config(train.clone()).execute().await.expect("newer");
     assert_ne!(newer.version, s.version);
     assert_eq!(newer.rows, kb.train.len() + 10);
+    assert!(json["train"].get("group_by_length").is_none(), "the default leaves run hashes as they were");
+
+    // Batches of similar length: other settings, so another adapter version, which records them
+    // and learns as well.
+    let grouped = TrainConfig { group_by_length: true, ..train };
+    let g = TrainJob::new(cfg, tables, "facts").with_train_config(grouped).execute().await.expect("grouped");
+    assert!(!g.already_trained);
+    assert_ne!(g.version, newer.version);
+    assert!(g.metrics.final_val_loss < 0.85 * g.metrics.base_val_loss, "{:?}", g.metrics.epochs);
+    let record = adapter_store::find(&w, "facts", Some(3), Some(&g.version)).await.expect("grouped adapter recorded");
+    assert!(record.train.group_by_length);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
