@@ -56,6 +56,10 @@ struct AttributionArgs {
     /// Training epochs of the adapter and of every retraining (default: `tributary train`'s).
     #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     epochs: usize,
+    /// Train the adapter and every retraining on batches of rows of similar length (`tributary
+    /// train --group-by-length`).
+    #[arg(long)]
+    group_by_length: bool,
     /// Base model under models/ (built with the default spec if missing).
     #[arg(long)]
     base_model: Option<String>,
@@ -102,6 +106,7 @@ pub async fn run(app: &App, args: EvalArgs) -> anyhow::Result<ExitCode> {
         ..EvalConfig::default()
     };
     cfg.train.epochs = a.epochs;
+    cfg.train.group_by_length = a.group_by_length;
     cfg.kb.seed = a.seed;
 
     let bar = ProgressBar::new(0);

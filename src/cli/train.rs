@@ -184,3 +184,32 @@ pub fn print_summary(s: &TrainSummary, format: Format) -> anyhow::Result<()> {
     println!("{}", output::table(&["epoch", "train loss", "validation loss", "mean lr"], rows));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    fn settings(args: &[&str]) -> TrainConfig {
+        let cmd = Cmd::try_parse_from(std::iter::once("train").chain(args.iter().copied())).expect("flags parse");
+        cmd.train.train_config().expect("settings")
+    }
+
+    #[test]
+    fn flags_map_onto_the_training_settings_and_default_to_the_library_defaults() {
+        assert_eq!(settings(&["--datanet", "d"]), TrainConfig::default());
+        let cfg = settings(&["--datanet", "d", "--group-by-length", "--epochs", "3", "--rank", "8", "--targets", "q_proj,v_proj"]);
+        assert!(cfg.group_by_length);
+        assert_eq!((cfg.epochs, cfg.lora.rank), (3, 8));
+        assert_eq!(cfg.lora.targets, vec![LoraTarget::Q, LoraTarget::V]);
+        let err = Cmd::try_parse_from(["train", "--datanet", "d", "--targets", "q_proj,bogus"]).expect("parses").train.train_config();
+        assert!(err.is_err_and(|e| e.to_string().contains("unknown target module `bogus`")));
+    }
+}
