@@ -1011,7 +1011,8 @@ impl EvalReport {
         out.push_str(&format!("| noise ceiling (2nd seed) | {ce} | {cc} | {ke} | {kc} |\n"));
         out.push_str(&format!(
             "\n{} training rows ({} falsified in the corrupted scenario), {} validation rows, {} contributors; \
-             validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); one epoch {:.2}s; {} + {} retrainings, seeds {}; {:.0}s in all; \
+             training: {} epochs of {}-row batches{}; validation loss {:.3} → {:.3} (corrupted) / {:.3} → {:.3} (clean); \
+             one epoch {:.2}s; {} + {} retrainings, seeds {}; {:.0}s in all; \
              exact-block's curvature: {}; the group prediction's cost counts building it, and predicting {} subsets took \
              {:.2}s / {:.2}s more; the checkpoint row sums it over the ends of epochs {:?}, at one group predictor's cost per \
              checkpoint.\n",
@@ -1019,6 +1020,9 @@ impl EvalReport {
             c.corrupted_rows,
             c.val_rows,
             c.contributors,
+            self.config.train.epochs,
+            self.config.train.batch_size,
+            if self.config.train.group_by_length { ", grouped by length" } else { "" },
             c.base_val_loss,
             c.trained_val_loss,
             k.base_val_loss,

@@ -393,7 +393,8 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         }
     }
     let table = report.markdown();
-    for want in ["exact-block", "graddot", "noise ceiling", "95% bootstrap intervals (the 4 subsets resampled 1000 times"] {
+    let trained = "training: 3 epochs of 8-row batches;";
+    for want in ["exact-block", "graddot", "noise ceiling", "95% bootstrap intervals (the 4 subsets resampled 1000 times", trained] {
         assert!(table.contains(want), "{want} missing from\n{table}");
     }
     // `--format json` prints the report without the per-row detail, and nothing else is dropped.
