@@ -36,7 +36,11 @@ the validation rows whose fact also has falsified training rows against the rest
 share of the losses' spread across retrainings and of what the prediction misses, each row's own
 correlation with its prediction, and the rank correlation on the group's mean loss.
 
-Standard library only: python3 bench/contributor_lds.py report.json
+`--region N` prints instead one region across the retrainings (`region_subsets`): per subset, the
+region's correct and falsified rows kept, its validation loss under each seed and the group
+prediction's rise.
+
+Standard library only: python3 bench/contributor_lds.py report.json [--region N]
 """
 
 import json
@@ -359,12 +363,49 @@ def group_misses(s):
               f"{sum(missed[v] for v in vs) / sum(missed):>7.0%} {rho:>8.2f} {mean_rho:>14.2f}")
 
 
+def region_subsets(s, q):
+    """One region across the retrainings: per contributor subset, how many of the region's correct
+    and falsified training rows it kept, the mean loss of the region's validation rows under each
+    seed's retraining, and the group prediction's mean rise for them (the report's `detail.group`),
+    sorted by the first seed's loss."""
+    d = s["contributor_lds"]
+    detail = d.get("detail")
+    if not detail or not detail.get("group"):
+        return
+    owners = [(c, bad) for c, r, bad in zip(d["row_contributor"], d["row_region"], d["row_falsified"]) if r == q]
+    vs = [v for v, r in enumerate(d["val_region"]) if r == q]
+    if not owners or not vs:
+        print(f"  region {q}: no training or no validation rows")
+        return
+    print(f"  region {q}: {len(owners)} training rows ({sum(b for _, b in owners)} falsified) held by "
+          f"{len({c for c, _ in owners})} contributors, {len(vs)} validation rows")
+    print(f"  {'correct kept':>12} {'falsified kept':>14} {'loss seed 1':>11} {'loss seed 2':>11} {'group rise':>10}")
+    rows = []
+    for k, kept in enumerate(d["kept"]):
+        kept = set(kept)
+        correct = sum(1 for c, bad in owners if c in kept and not bad)
+        falsified = sum(1 for c, bad in owners if c in kept and bad)
+        losses = [sum(detail["val_loss"][seed][k][v] for v in vs) / len(vs) for seed in range(2)]
+        rise = sum(detail["group"][k][v] for v in vs) / len(vs)
+        rows.append((correct, falsified, losses[0], losses[1], rise))
+    for correct, falsified, a, b, rise in sorted(rows, key=lambda r: r[2]):
+        print(f"  {correct:>12} {falsified:>14} {a:>11.3f} {b:>11.3f} {rise:>10.3f}")
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: contributor_lds.py REPORT.json  (from `tributary eval attribution --output`)")
-    with open(sys.argv[1]) as f:
+    args = sys.argv[1:]
+    region = None
+    if len(args) == 3 and args[1] == "--region" and args[2].isdigit():
+        region = int(args[2])
+    elif len(args) != 1:
+        sys.exit("usage: contributor_lds.py REPORT.json [--region N]  (from `tributary eval attribution --output`)")
+    with open(args[0]) as f:
         report = json.load(f)
     for s in report["scenarios"]:
+        if region is not None:
+            print(s["name"])
+            region_subsets(s, region)
+            continue
         scenario(s)
         fact_models(s)
         margin_space(s)
