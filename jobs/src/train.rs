@@ -788,7 +788,7 @@ mod tests {
 
     #[test]
     fn length_grouped_batches_take_every_row_once_pad_less_and_stay_seeded() {
-        // 1003 rows of lengths 8..=127 in no order; 8-row batches, so one partial batch.
+        // 1003 rows of lengths 8..=135 in no order; 8-row batches, so one partial batch.
         let lens: Vec<usize> = (0..1003u64).map(|i| 8 + (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as usize).collect();
         let train = rows(&lens);
         let plain = TrainConfig::default();
@@ -808,7 +808,7 @@ mod tests {
         assert!(b[..b.len() - 1].iter().all(|b| b.len() == plain.batch_size));
 
         let (p, g) = (padding_share(&train, &epoch_batches(&plain, 0, &lens)), padding_share(&train, &epoch_batches(&grouped, 0, &lens)));
-        assert!(p > 0.3, "mixed batches of lengths 8..127 are mostly padding: {p:.3}");
+        assert!(p > 0.3, "mixed batches of lengths 8..=135 are largely padding: {p:.3}");
         assert!(g < 0.05, "length-grouped batches pad little: {g:.3} (mixed: {p:.3})");
 
         // Grouped batches come in random order, not longest first: a sorted order would be a curriculum.
