@@ -1,7 +1,8 @@
 //! Attribution cost against its baselines, measured in the same run:
 //!
-//! 0. training batches of rows of similar length (`tributary train --group-by-length`) against the
-//!    default mixed batches: epoch time, padding and final validation loss;
+//! 0. training batches of rows of similar length (`tributary train --group-by-length K`, rows sorted
+//!    within groups of K = 2, 4 and 50 batches) against the default mixed batches: epoch time,
+//!    padding and final validation loss;
 //! 1. per-example gradients: one backward pass per chunk of rows (zero probes on each projection's
 //!    low-rank path, each row's outer products formed after the pass) against the naive loop of one
 //!    backward pass per row;
@@ -24,7 +25,7 @@ use tributary_jobs::compute::Compute;
 use tributary_jobs::corpus::KbSpec;
 use tributary_jobs::model::{BaseModel, ModelFiles};
 use tributary_jobs::tokenizer::Encoded;
-use tributary_jobs::train::{Quiet, TrainConfig, epoch_batches, train_adapter};
+use tributary_jobs::train::{DEFAULT_LENGTH_GROUP, Quiet, TrainConfig, epoch_batches, train_adapter};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo test --all-targets` runs bench targets without `--bench`: do nothing then.
@@ -56,21 +57,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("model: {} weights; adapter: {} weights; {} training rows, {} validation rows", base.model.config.num_params(), out.adapter.num_params(), train.len(), val.len());
     println!("one training epoch: {epoch:.3}s (baseline for the cost ratios)");
 
-    // 0. Training batches of similar length (`--group-by-length`) against mixed ones (the default).
-    let grouped = TrainConfig { group_by_length: true, ..cfg.clone() };
-    let t = Instant::now();
-    let out_grouped = train_adapter(&base.model, &train, &val, &grouped, pad, None, &mut Quiet)?;
-    let grouped_epoch = t.elapsed().as_secs_f64() / cfg.epochs as f64;
+    // 0. Training batches of similar length (`--group-by-length K`: sorted within groups of K
+    //    batches) against mixed ones (the default).
     let lens: Vec<usize> = train.iter().map(|r| r.tokens.len()).collect();
-    println!(
-        "training epoch with batches of similar length: {grouped_epoch:.3}s against {epoch:.3}s mixed → {:.2}× faster \
-         (padding {:.0}% against {:.0}% of the tokens; final validation loss {:.4} against {:.4})",
-        epoch / grouped_epoch,
-        100.0 * padding_share(&train, &epoch_batches(&grouped, 0, &lens)),
-        100.0 * padding_share(&train, &epoch_batches(&cfg, 0, &lens)),
-        out_grouped.final_val_loss,
-        out.final_val_loss
-    );
+    for k in [2, DEFAULT_LENGTH_GROUP, 50] {
+        let grouped = TrainConfig { group_by_length: k, ..cfg.clone() };
+        let t = Instant::now();
+        let out_grouped = train_adapter(&base.model, &train, &val, &grouped, pad, None, &mut Quiet)?;
+        let grouped_epoch = t.elapsed().as_secs_f64() / cfg.epochs as f64;
+        println!(
+            "training epoch, length-sorted groups of {k} batches: {grouped_epoch:.3}s against {epoch:.3}s mixed → {:.2}× faster \
+             (padding {:.0}% against {:.0}% of the tokens; final validation loss {:.4} against {:.4})",
+            epoch / grouped_epoch,
+            100.0 * padding_share(&train, &epoch_batches(&grouped, 0, &lens)),
+            100.0 * padding_share(&train, &epoch_batches(&cfg, 0, &lens)),
+            out_grouped.final_val_loss,
+            out.final_val_loss
+        );
+    }
 
     // 1. Per-example gradients: chunked vs one row per backward pass.
     let rows = &train[..64.min(train.len())];

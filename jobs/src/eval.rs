@@ -1022,7 +1022,10 @@ impl EvalReport {
             c.contributors,
             self.config.train.epochs,
             self.config.train.batch_size,
-            if self.config.train.group_by_length { ", grouped by length" } else { "" },
+            match self.config.train.group_by_length {
+                0 => String::new(),
+                k => format!(", grouped by length in groups of {k} batches"),
+            },
             c.base_val_loss,
             c.trained_val_loss,
             k.base_val_loss,

@@ -56,10 +56,10 @@ struct AttributionArgs {
     /// Training epochs of the adapter and of every retraining (default: `tributary train`'s).
     #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     epochs: usize,
-    /// Train the adapter and every retraining on batches of rows of similar length (`tributary
-    /// train --group-by-length`).
-    #[arg(long)]
-    group_by_length: bool,
+    /// Train the adapter and every retraining on batches of rows of similar length, sorted within
+    /// groups of this many batches (`tributary train --group-by-length`; the flag alone: 4).
+    #[arg(long, value_name = "BATCHES", num_args = 0..=1, default_value_t = 0, default_missing_value = super::train::DEFAULT_GROUP)]
+    group_by_length: usize,
     /// Base model under models/ (built with the default spec if missing).
     #[arg(long)]
     base_model: Option<String>,

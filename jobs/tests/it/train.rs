@@ -85,13 +85,13 @@ async fn training_lowers_validation_loss_and_writes_a_peft_adapter() {
 
     // Batches of similar length: other settings, so another adapter version, which records them
     // and learns as well.
-    let grouped = TrainConfig { group_by_length: true, ..train };
+    let grouped = TrainConfig { group_by_length: 4, ..train };
     let g = TrainJob::new(cfg, tables, "facts").with_train_config(grouped).execute().await.expect("grouped");
     assert!(!g.already_trained);
     assert_ne!(g.version, newer.version);
     assert!(g.metrics.final_val_loss < 0.85 * g.metrics.base_val_loss, "{:?}", g.metrics.epochs);
     let record = adapter_store::find(&w, "facts", Some(3), Some(&g.version)).await.expect("grouped adapter recorded");
-    assert!(record.train.group_by_length);
+    assert_eq!(record.train.group_by_length, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
