@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 0. Training batches of similar length (`--group-by-length K`: sorted within groups of K
     //    batches) against mixed ones (the default).
     let lens: Vec<usize> = train.iter().map(|r| r.tokens.len()).collect();
+    let mixed_padding = padding_share(&train, &epoch_batches(&cfg, 0, &lens));
     for k in [2, DEFAULT_LENGTH_GROUP, 50] {
         let grouped = TrainConfig { group_by_length: k, ..cfg.clone() };
         let t = Instant::now();
@@ -70,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              (padding {:.0}% against {:.0}% of the tokens; final validation loss {:.4} against {:.4})",
             epoch / grouped_epoch,
             100.0 * padding_share(&train, &epoch_batches(&grouped, 0, &lens)),
-            100.0 * padding_share(&train, &epoch_batches(&cfg, 0, &lens)),
+            100.0 * mixed_padding,
             out_grouped.final_val_loss,
             out.final_val_loss
         );
@@ -85,12 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chunk = attribute::DEFAULT_CHUNK;
     let chunked = per_example_grads(&base.model, &out.adapter, rows, pad, chunk)?;
     let chunked_s = t.elapsed().as_secs_f64();
-    let naive = GradBlocks::concat(naive)?;
-    let mut worst = 0f32;
-    for (a, b) in naive.blocks.iter().zip(&chunked.blocks) {
-        let d = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
-        worst = worst.max(d);
-    }
+    let worst = max_diff(&GradBlocks::concat(naive)?, &chunked);
     println!(
         "per-example gradients of {} rows: one backward per row {naive_s:.3}s, one per {chunk}-row chunk {chunked_s:.3}s → {:.1}× faster (max difference {worst:.2e})",
         rows.len(),
@@ -102,16 +98,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let in_order: Vec<Vec<usize>> = (0..train.len()).collect::<Vec<_>>().chunks(chunk).map(<[usize]>::to_vec).collect();
     let sorted = length_chunks(&train, chunk);
     let t = Instant::now();
-    let parts = in_order.iter().map(|ids| chunk_grads(&base.model, &out.adapter, &train[ids[0]..=ids[ids.len() - 1]], pad)).collect::<Result<Vec<_>, _>>()?;
+    let parts = train.chunks(chunk).map(|part| chunk_grads(&base.model, &out.adapter, part, pad)).collect::<Result<Vec<_>, _>>()?;
     let row_order = GradBlocks::concat(parts)?;
     let row_order_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let by_length = per_example_grads(&base.model, &out.adapter, &train, pad, chunk)?;
     let by_length_s = t.elapsed().as_secs_f64();
-    let mut worst = 0f32;
-    for (a, b) in row_order.blocks.iter().zip(&by_length.blocks) {
-        worst = worst.max((a.clone() - b.clone()).abs().max().into_scalar::<f32>());
-    }
+    let worst = max_diff(&row_order, &by_length);
     println!(
         "per-example gradients of all {} rows in {chunk}-row chunks: in row order {row_order_s:.3}s ({:.0}% of the tokens padding), \
          shortest first {by_length_s:.3}s ({:.0}%) → {:.2}× faster (max difference {worst:.2e})",
@@ -143,4 +136,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{:<12} {s:.3}s = {:.2}× one training epoch", m.name(), s / epoch);
     }
     Ok(())
+}
+
+/// The largest absolute difference between two gradient sets of the same rows.
+fn max_diff(a: &GradBlocks, b: &GradBlocks) -> f32 {
+    a.blocks.iter().zip(&b.blocks).map(|(x, y)| (x.clone() - y.clone()).abs().max().into_scalar::<f32>()).fold(0.0, f32::max)
 }

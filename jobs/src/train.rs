@@ -251,7 +251,7 @@ pub fn epoch_batches(cfg: &TrainConfig, epoch: usize, lens: &[usize]) -> Vec<Vec
         return order.chunks(bs).map(<[usize]>::to_vec).collect();
     }
     let mut batches: Vec<Vec<usize>> = Vec::with_capacity(lens.len().div_ceil(bs));
-    for group in order.chunks_mut(bs * cfg.group_by_length) {
+    for group in order.chunks_mut(bs.saturating_mul(cfg.group_by_length)) {
         group.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
         batches.extend(group.chunks(bs).map(<[usize]>::to_vec));
     }
@@ -844,5 +844,9 @@ mod tests {
                 assert!(b.iter().all(|&i| group_of[i] == group_of[b[0]]), "a batch across groups of {group} rows: {b:?}");
             }
         }
+        // A group larger than the epoch (any size, up to usize::MAX batches) is the whole epoch.
+        let whole = TrainConfig { group_by_length: usize::MAX, ..plain.clone() };
+        let sorted_all = TrainConfig { group_by_length: lens.len(), ..plain.clone() };
+        assert_eq!(epoch_batches(&whole, 0, &lens), epoch_batches(&sorted_all, 0, &lens));
     }
 }

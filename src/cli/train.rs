@@ -55,7 +55,8 @@ pub struct TrainArgs {
     pub device: Compute,
 }
 
-/// `--group-by-length` without a value.
+/// `--group-by-length` without a value: `tributary_jobs::train::DEFAULT_LENGTH_GROUP` (clap takes
+/// the default as text; the test below checks the two agree).
 pub const DEFAULT_GROUP: &str = "4";
 
 /// `TrainConfig`'s default targets as the flag's comma-separated list (the flags' defaults are read

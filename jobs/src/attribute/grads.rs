@@ -98,10 +98,20 @@ pub fn per_example_grads(
     pad: u32,
     chunk: usize,
 ) -> Result<GradBlocks> {
+    in_length_chunks(rows, chunk, |_, ids| chunk_grads_with(model, adapter, &pick(rows, ids), pad, Targets::Observed))
+}
+
+/// Gradients of every row of `rows`, in their order, from `grads_of(k, ids)`: the gradients of the
+/// rows `ids` of chunk `k` of [`length_chunks`]`(rows, chunk)`, in that order.
+pub fn in_length_chunks(
+    rows: &[Encoded],
+    chunk: usize,
+    mut grads_of: impl FnMut(usize, &[usize]) -> Result<GradBlocks>,
+) -> Result<GradBlocks> {
     let chunks = length_chunks(rows, chunk);
     let mut parts = Vec::with_capacity(chunks.len());
-    for ids in &chunks {
-        parts.push(chunk_grads_with(model, adapter, &pick(rows, ids), pad, Targets::Observed)?);
+    for (k, ids) in chunks.iter().enumerate() {
+        parts.push(grads_of(k, ids)?);
     }
     GradBlocks::assemble(parts, &chunks)
 }

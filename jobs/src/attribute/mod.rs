@@ -383,29 +383,26 @@ fn cached_grads(
     draw: Draw,
     cache: &mut dyn GradCache,
 ) -> Result<GradBlocks> {
-    let chunks = grads::length_chunks(rows, chunk);
-    let mut parts = Vec::with_capacity(chunks.len());
-    for (k, ids) in chunks.iter().enumerate() {
+    grads::in_length_chunks(rows, chunk, |k, ids| {
         if cache.cancelled() {
             return Err(Error::Cancelled);
         }
         let key = format!("{phase}-{}x{k:05}", chunk.max(1));
-        let g = match cache.load(&key, ids.len()) {
-            Some(g) => g,
-            None => {
-                let streams: Vec<u64> = match draw {
-                    Draw::Observed => Vec::new(),
-                    Draw::Sampled(seed) => ids.iter().map(|&i| seed.wrapping_add(i as u64)).collect(),
-                };
-                let targets = if matches!(draw, Draw::Sampled(_)) { Targets::Sampled(&streams) } else { Targets::Observed };
-                let g = grads::chunk_grads_with(model, adapter, &grads::pick(rows, ids), pad, targets)?;
-                cache.store(&key, &g)?;
-                g
+        if let Some(g) = cache.load(&key, ids.len()) {
+            return Ok(g);
+        }
+        let streams: Vec<u64>;
+        let targets = match draw {
+            Draw::Observed => Targets::Observed,
+            Draw::Sampled(seed) => {
+                streams = ids.iter().map(|&i| seed.wrapping_add(i as u64)).collect();
+                Targets::Sampled(&streams)
             }
         };
-        parts.push(g);
-    }
-    GradBlocks::assemble(parts, &chunks)
+        let g = grads::chunk_grads_with(model, adapter, &grads::pick(rows, ids), pad, targets)?;
+        cache.store(&key, &g)?;
+        Ok(g)
+    })
 }
 
 /// Compute `cfg.method`'s scores of `train` on `val`. `checkpoints` (adapter, mean learning rate)
