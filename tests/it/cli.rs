@@ -32,12 +32,14 @@ fn usage_errors_exit_2_and_help_exists_everywhere() {
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(flag) && err.contains(valid), "{flag} {value}: {err}");
     }
-    // A damping, learning rate or epoch count that cannot work is a usage error naming the flag.
+    // A damping, learning rate, epoch count or length-group size that cannot work is a usage error naming the flag.
     for args in [
         vec!["attribute", "--datanet", "geo-qa", "--damping", "-1"],
         vec!["attribute", "--datanet", "geo-qa", "--damping", "0"],
         vec!["train", "--datanet", "geo-qa", "--lr", "NaN"],
         vec!["train", "--datanet", "geo-qa", "--lr", "-0.01"],
+        vec!["train", "--datanet", "geo-qa", "--group-by-length", "many"],
+        vec!["eval", "attribution", "--group-by-length", "many"],
         vec!["eval", "attribution", "--damping", "inf"],
         vec!["eval", "attribution", "--epochs", "0"],
     ] {
