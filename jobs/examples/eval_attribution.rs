@@ -30,34 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let base = BaseModel::from_files("tributary-base", &files, &device)?;
     let mut cfg = EvalConfig { subsets, ..EvalConfig::default() };
-    // Optional overrides, as JSON: TRIBUTARY_EVAL_TRAIN (a TrainConfig), TRIBUTARY_EVAL_KB (a KbSpec).
-    if let Ok(j) = std::env::var("TRIBUTARY_EVAL_TRAIN") {
-        cfg.train = serde_json::from_str(&j)?;
-    }
-    if let Ok(j) = std::env::var("TRIBUTARY_EVAL_KB") {
-        cfg.kb = serde_json::from_str(&j)?;
-    }
-    if let Ok(d) = std::env::var("TRIBUTARY_EVAL_DAMPING") {
-        cfg.damping = Some(d.parse()?);
-    }
-    if let Ok(d) = std::env::var("TRIBUTARY_EVAL_GROUP_DAMPING") {
-        cfg.group_damping = Some(d.parse()?);
-    }
-    if let Ok(c) = std::env::var("TRIBUTARY_EVAL_SEEDS") {
-        cfg.seeds = c.parse()?;
-    }
-    if let Ok(c) = std::env::var("TRIBUTARY_EVAL_CURVATURE") {
-        cfg.curvature = c.parse()?;
-    }
-    if let Ok(t) = std::env::var("TRIBUTARY_EVAL_THREADS") {
-        cfg.threads = t.parse()?;
-    }
-    if let Ok(dir) = std::env::var("TRIBUTARY_EVAL_GRADIENTS") {
-        cfg.gradients = Some(dir.into());
-    }
-    if let Ok(m) = std::env::var("TRIBUTARY_EVAL_METHODS") {
-        cfg.methods = m.split(',').map(str::parse).collect::<Result<_, _>>()?;
-    }
+    // Optional overrides from the environment (`EvalConfig::override_from_env`).
+    cfg.override_from_env()?;
     if std::env::var("TRIBUTARY_EVAL_TRAIN_ONLY").is_ok() {
         // Fit check: train once on the clean datanet and print the learning curve.
         let kb = tributary_jobs::corpus::KbSpec { corrupt_frac: 0.0, ..cfg.kb.clone() }.generate();

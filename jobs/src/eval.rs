@@ -61,6 +61,9 @@ use crate::model::BaseModel;
 use crate::tokenizer::Encoded;
 use crate::train::{Quiet, TrainConfig, train_adapter};
 
+/// The eval draws its subsets from the datanet's seed xor this.
+pub const SUBSET_STREAM: u64 = 0x1d5;
+
 /// The table's row for the group prediction.
 pub const GROUP_ROW: &str = "exact-block (group)";
 
@@ -168,6 +171,58 @@ impl Default for EvalConfig {
 }
 
 impl EvalConfig {
+    /// Apply the overrides the research examples take from the environment (`eval_attribution`,
+    /// `datamodel`): `TRIBUTARY_EVAL_TRAIN` (a [`TrainConfig`] as JSON), `TRIBUTARY_EVAL_KB` (a
+    /// [`KbSpec`] as JSON), `TRIBUTARY_EVAL_DAMPING`, `TRIBUTARY_EVAL_GROUP_DAMPING`,
+    /// `TRIBUTARY_EVAL_SEEDS` (`common` / `independent`), `TRIBUTARY_EVAL_CURVATURE`,
+    /// `TRIBUTARY_EVAL_THREADS`, `TRIBUTARY_EVAL_GRADIENTS` (a directory) and
+    /// `TRIBUTARY_EVAL_METHODS` (comma-separated). A value that does not parse is an error naming
+    /// its variable.
+    pub fn override_from_env(&mut self) -> Result<()> {
+        self.override_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`EvalConfig::override_from_env`] with the variables looked up by `var`.
+    fn override_from(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn bad(name: &str, e: impl std::fmt::Display) -> Error {
+            Error::InvalidArgument(format!("{name}: {e}"))
+        }
+        fn parse<T: std::str::FromStr>(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>>
+        where
+            T::Err: std::fmt::Display,
+        {
+            var(name).map(|v| v.parse().map_err(|e| bad(name, e))).transpose()
+        }
+        if let Some(j) = var("TRIBUTARY_EVAL_TRAIN") {
+            self.train = serde_json::from_str(&j).map_err(|e| bad("TRIBUTARY_EVAL_TRAIN", e))?;
+        }
+        if let Some(j) = var("TRIBUTARY_EVAL_KB") {
+            self.kb = serde_json::from_str(&j).map_err(|e| bad("TRIBUTARY_EVAL_KB", e))?;
+        }
+        if let Some(d) = parse(&var, "TRIBUTARY_EVAL_DAMPING")? {
+            self.damping = Some(d);
+        }
+        if let Some(d) = parse(&var, "TRIBUTARY_EVAL_GROUP_DAMPING")? {
+            self.group_damping = Some(d);
+        }
+        if let Some(s) = parse(&var, "TRIBUTARY_EVAL_SEEDS")? {
+            self.seeds = s;
+        }
+        if let Some(c) = parse(&var, "TRIBUTARY_EVAL_CURVATURE")? {
+            self.curvature = c;
+        }
+        if let Some(t) = parse(&var, "TRIBUTARY_EVAL_THREADS")? {
+            self.threads = t;
+        }
+        if let Some(dir) = var("TRIBUTARY_EVAL_GRADIENTS") {
+            self.gradients = Some(dir.into());
+        }
+        if let Some(m) = var("TRIBUTARY_EVAL_METHODS") {
+            self.methods = m.split(',').map(|m| m.parse().map_err(|e| bad("TRIBUTARY_EVAL_METHODS", e))).collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+
     /// How `method` attributes in this benchmark.
     pub fn attribution(&self, method: Method) -> AttributionConfig {
         AttributionConfig { damping: self.damping, curvature: self.curvature, ..AttributionConfig::new(method) }
@@ -606,6 +661,11 @@ fn predicted(scores: &Scores, subsets: &[Vec<usize>]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The rows of `rows` as the model sees them.
+fn encode(tok: &crate::tokenizer::Tokenizer, rows: &[crate::corpus::KbRow]) -> Result<Vec<Encoded>> {
+    rows.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect()
+}
+
 /// Run one scenario.
 fn scenario(
     name: &str,
@@ -617,9 +677,7 @@ fn scenario(
     let started = Instant::now();
     let tok = &base.tokenizer;
     let pad = tok.eot();
-    let train: Vec<Encoded> =
-        kb.train.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect::<Result<_>>()?;
-    let val: Vec<Encoded> = kb.val.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect::<Result<_>>()?;
+    let (train, val) = (encode(tok, &kb.train)?, encode(tok, &kb.val)?);
     let labels: Vec<bool> = kb.train.iter().map(|r| r.corrupted).collect();
     let corrupted_rows = labels.iter().filter(|l| **l).count();
     let n = train.len();
@@ -650,7 +708,7 @@ fn scenario(
     }
 
     // Subsets: random halves of the rows, and rows of random halves of the contributors.
-    let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ 0x1d5);
+    let mut rng = StdRng::seed_from_u64(cfg.kb.seed ^ SUBSET_STREAM);
     let contributors = cfg.kb.contributors.max(1);
     let mut row_subsets = Vec::new();
     let mut contrib_subsets = Vec::new();
@@ -661,13 +719,9 @@ fn scenario(
         idx.truncate(n / 2);
         idx.sort_unstable();
         row_subsets.push(idx);
-        let mut cs: Vec<usize> = (0..contributors).collect();
-        cs.shuffle(&mut rng);
-        cs.truncate(contributors / 2);
-        let rows: Vec<usize> = (0..n).filter(|&i| cs.contains(&kb.train[i].contributor)).collect();
-        cs.sort_unstable();
+        let cs = contributor_half(&mut rng, contributors);
+        contrib_subsets.push(rows_of(kb, &cs));
         kept.push(cs);
-        contrib_subsets.push(rows);
     }
     // The group prediction of every subset (before the retrainings: it never sees them).
     progress(EvalProgress::Phase(format!("{name}: group predictions of {} subsets", 2 * cfg.subsets)));
@@ -908,6 +962,105 @@ pub fn run(base: &BaseModel, cfg: &EvalConfig, progress: &(dyn Fn(EvalProgress) 
     Ok(EvalReport { config: cfg.clone(), scenarios, seconds: started.elapsed().as_secs_f64() })
 }
 
+/// A random half of `contributors` contributors, sorted.
+fn contributor_half(rng: &mut StdRng, contributors: usize) -> Vec<usize> {
+    let mut cs: Vec<usize> = (0..contributors).collect();
+    cs.shuffle(rng);
+    cs.truncate(contributors / 2);
+    cs.sort_unstable();
+    cs
+}
+
+/// The training rows of `kb` owned by the contributors in `kept` (sorted).
+fn rows_of(kb: &KbDatanet, kept: &[usize]) -> Vec<usize> {
+    (0..kb.train.len()).filter(|&i| kept.binary_search(&kb.train[i].contributor).is_ok()).collect()
+}
+
+/// Retrainings of a contributor-level datamodel (Ilyas et al. 2022): what a model of the loss fitted
+/// to many retrainings can predict, the reference an attribution method is measured against.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContributorRetrainings {
+    /// The settings the retrainings ran under.
+    pub config: EvalConfig,
+    /// Which of the two retraining seeds of the eval every subset was trained from (0 or 1).
+    pub replica: u64,
+    /// The seed the subsets were drawn from (the eval's own subsets come from another stream).
+    pub draw_seed: u64,
+    /// Contributors kept by each retraining (sorted).
+    pub kept: Vec<Vec<usize>>,
+    /// Each validation row's loss under each retraining.
+    pub val_loss: Vec<Vec<f64>>,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// Retrain the corrupted scenario of `cfg` on `subsets` random halves of the contributors, drawn
+/// from `draw_seed`, each from the eval's retraining seed `replica` (with common seeds, 0 is the
+/// attributed run's own seed, 1 the other one), and measure every validation row
+/// ([`retrain_contributors`]). A model fitted to these can be scored on an eval report's own subsets
+/// (`bench/datamodel_bound.py`). `draw_seed` may not be the stream the eval draws its subsets from.
+pub fn contributor_retrainings(
+    base: &BaseModel,
+    cfg: &EvalConfig,
+    subsets: usize,
+    draw_seed: u64,
+    replica: u64,
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<ContributorRetrainings> {
+    if draw_seed == cfg.kb.seed ^ SUBSET_STREAM {
+        return Err(Error::InvalidArgument(format!(
+            "draw seed {draw_seed} is the eval's own subset stream for datanet seed {}; pick another",
+            cfg.kb.seed
+        )));
+    }
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(draw_seed);
+    let kept: Vec<Vec<usize>> = (0..subsets).map(|_| contributor_half(&mut rng, cfg.kb.contributors.max(1))).collect();
+    let val_loss = retrain_contributors(base, cfg, &kept, replica, progress)?;
+    Ok(ContributorRetrainings {
+        config: cfg.clone(),
+        replica,
+        draw_seed,
+        kept,
+        val_loss,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Retrain the corrupted scenario of `cfg` on the rows of each set of contributors in `kept`, exactly
+/// as [`run`] retrains its contributor-level subsets: the same datanet, training settings and seeds
+/// (the `j`-th set gets the seed of the eval's `j`-th contributor subset and retraining `replica`, 0 or
+/// 1). Returns every validation row's loss under each retraining; on the eval's own subsets these
+/// are the report's `detail.val_loss[replica]`, to the bit.
+pub fn retrain_contributors(
+    base: &BaseModel,
+    cfg: &EvalConfig,
+    kept: &[Vec<usize>],
+    replica: u64,
+    progress: &(dyn Fn(EvalProgress) + Sync),
+) -> Result<Vec<Vec<f64>>> {
+    if replica > 1 {
+        return Err(Error::InvalidArgument(format!("retraining seed {replica}: the eval has two, 0 and 1")));
+    }
+    cfg.train.validate()?;
+    let kb = KbSpec { corrupt_frac: cfg.corrupt_frac, ..cfg.kb.clone() }.generate();
+    if let Some(bad) = kept.iter().flatten().find(|&&c| c >= cfg.kb.contributors) {
+        return Err(Error::InvalidArgument(format!("contributor {bad}: the datanet has {}", cfg.kb.contributors)));
+    }
+    let tok = &base.tokenizer;
+    let (train, val) = (encode(tok, &kb.train)?, encode(tok, &kb.val)?);
+    let jobs: Vec<Retraining> = kept
+        .iter()
+        .enumerate()
+        .map(|(j, cs)| {
+            let mut cs = cs.clone();
+            cs.sort_unstable();
+            Retraining { rows: rows_of(&kb, &cs), seed: cfg.seeds.seed(cfg.train.seed, 1, j, replica) }
+        })
+        .collect();
+    run_all(base, &train, &val, &cfg.train, &jobs, cfg.threads, progress)
+}
+
 fn fmt_opt(x: Option<f64>) -> String {
     match x {
         Some(v) if v.is_finite() => format!("{v:.2}"),
@@ -1048,6 +1201,42 @@ impl EvalReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_overrides_apply_and_a_bad_value_names_its_variable() -> Result<()> {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let mut cfg = EvalConfig::default();
+        cfg.override_from(vars(&[]))?;
+        assert_eq!(serde_json::to_value(&cfg)?, serde_json::to_value(EvalConfig::default())?, "no variables, no change");
+        cfg.override_from(vars(&[
+            ("TRIBUTARY_EVAL_TRAIN", r#"{"epochs":3}"#),
+            ("TRIBUTARY_EVAL_KB", r#"{"seed":12,"regions":4,"train_rows":40,"val_per_region":2,"contributors":6,"corrupt_frac":0.2}"#),
+            ("TRIBUTARY_EVAL_DAMPING", "0.5"),
+            ("TRIBUTARY_EVAL_GROUP_DAMPING", "3"),
+            ("TRIBUTARY_EVAL_SEEDS", "independent"),
+            ("TRIBUTARY_EVAL_THREADS", "1"),
+            ("TRIBUTARY_EVAL_GRADIENTS", "grads"),
+            ("TRIBUTARY_EVAL_METHODS", "exact-block,graddot"),
+        ]))?;
+        assert_eq!((cfg.train.epochs, cfg.train.lr), (3, TrainConfig::default().lr), "unnamed fields keep their defaults");
+        assert_eq!((cfg.kb.seed, cfg.kb.contributors), (12, 6));
+        assert_eq!((cfg.damping, cfg.group_damping, cfg.seeds, cfg.threads), (Some(0.5), Some(3.0), RetrainSeeds::Independent, 1));
+        assert_eq!(cfg.gradients.as_deref(), Some(Path::new("grads")));
+        assert_eq!(cfg.methods, [Method::ExactBlock, Method::GradDot]);
+        for (name, value) in [
+            ("TRIBUTARY_EVAL_THREADS", "two"),
+            ("TRIBUTARY_EVAL_DAMPING", "1e"),
+            ("TRIBUTARY_EVAL_SEEDS", "shared"),
+            ("TRIBUTARY_EVAL_METHODS", "exact-block,shapley"),
+            ("TRIBUTARY_EVAL_TRAIN", "{\"epochs\":"),
+        ] {
+            let err = EvalConfig::default().override_from(|n: &str| (n == name).then(|| value.to_string())).expect_err(name);
+            assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains(name), "{name}={value}: {err}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn npy_matrices_have_numpys_header_and_row_major_payload() -> Result<()> {

@@ -256,6 +256,29 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
     let report = eval::run(&base, &cfg, &|_| {}).expect("benchmark runs");
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["corrupted", "clean"]);
+    // A datamodel's retrainings (bench/datamodel_bound.py) are the eval's own: on the report's
+    // subsets they reproduce its measured losses, to the bit, from either seed.
+    let d = &report.scenarios[0].contributor_lds;
+    let measured = &d.detail.as_ref().expect("detail").val_loss;
+    for (replica, measured) in (0u64..).zip(measured) {
+        let again = eval::retrain_contributors(&base, &cfg, &d.kept[..2], replica, &|_| {}).expect("retrains");
+        assert_eq!(again, measured[..2], "seed {replica}");
+    }
+    let dm = eval::contributor_retrainings(&base, &cfg, 3, 1, 0, &|_| {}).expect("datamodel retrainings");
+    assert_eq!((dm.kept.len(), dm.val_loss.len()), (3, 3));
+    for (kept, losses) in dm.kept.iter().zip(&dm.val_loss) {
+        assert!(kept.len() == 3 && kept.windows(2).all(|w| w[0] < w[1]) && kept.iter().all(|&c| c < 6), "{kept:?}");
+        assert!(losses.len() == 8 && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    }
+    let refusals = [
+        eval::retrain_contributors(&base, &cfg, &d.kept[..1], 2, &|_| {}).map(|_| ()),
+        eval::retrain_contributors(&base, &cfg, &[vec![0, 6]], 0, &|_| {}).map(|_| ()),
+        eval::contributor_retrainings(&base, &cfg, 1, cfg.kb.seed ^ eval::SUBSET_STREAM, 0, &|_| {}).map(|_| ()),
+    ];
+    for (r, why) in refusals.into_iter().zip(["the eval has two", "contributor 6", "own subset stream"]) {
+        let err = r.expect_err(why);
+        assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains(why), "{why}: {err}");
+    }
     // The written gradients reproduce the published group predictions (what bench/group_readings.py relies on).
     for s in &report.scenarios {
         let dir = dumps.path().join(&s.name);

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""What a contributor-level datamodel fitted to many retrainings reaches on the eval's own subsets.
+
+The contributor-level LDS of `tributary eval attribution` asks an attribution method, which never
+retrains, to rank 50 random halves of the contributors by the validation loss a retraining on each
+reaches. The most a method of a given form could reach is what the same form reaches when it is
+*fitted* to retrainings (a datamodel, Ilyas et al. 2022). This script fits such models to the
+retrainings of `cargo run --release -p tributary-jobs --example datamodel` (other random halves of
+the same datanet's contributors, trained exactly as the eval trains its own) and scores them on the
+report's subsets with the table's statistic: Spearman's rho between predicted and measured mean
+validation loss, against each of the two seeds' retrainings, averaged.
+
+The models, each a ridge regression (numpy):
+
+  * additive, one weight per contributor, on the mean loss: the best any additive contributor score
+    can do, the form the payouts (and every method's row in the table) have;
+  * additive per validation row in log loss: each row's loss multiplies per contributor;
+  * pairwise per validation row in log loss, over all 30 contributors (465 features);
+  * pairwise per validation row in log loss, over the contributors with a training row on the
+    validation row's region (about 8): the datanet's structure (a fact is taught only by rows about
+    its region) given to the model; with a learning curve over the number of retrainings.
+
+Usage:
+    python3 bench/datamodel_bound.py report.json dm0.json [dm1.json ...]
+
+`report.json` is the eval's `--output` (its contributor-level section); each `dm*.json` is one output
+of the `datamodel` example; several are pooled (e.g. both retraining seeds).
+"""
+
+import json
+import sys
+
+import numpy as np
+
+from contributor_lds import spearman  # Spearman with tied ranks averaged, as the eval's
+
+
+def indicators(kept, contributors):
+    m = np.zeros((len(kept), contributors))
+    for i, k in enumerate(kept):
+        m[i, k] = 1.0
+    return m
+
+
+def with_pairs(m):
+    c = m.shape[1]
+    return np.hstack([m] + [(m[:, a] * m[:, b])[:, None] for a in range(c) for b in range(a + 1, c)])
+
+
+def ridge(x, y, lam):
+    """Fit y ≈ x w + b (centred, penalty lam on w); returns the predictor."""
+    mu, ym = x.mean(0), y.mean(0)
+    xc = x - mu
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(xc.shape[1]), xc.T @ (y - ym))
+    return lambda xt: (xt - mu) @ w + ym
+
+
+def per_row(x_fit, val_loss, x_eval, lam, features, log=True):
+    """Each validation row its own model; the predicted mean validation loss of each eval subset."""
+    out = np.zeros((x_eval.shape[0], val_loss.shape[1]))
+    for v in range(val_loss.shape[1]):
+        f = features(v)
+        y = np.log(val_loss[:, v]) if log else val_loss[:, v]
+        p = ridge(f(x_fit), y, lam)(f(x_eval))
+        out[:, v] = np.exp(p) if log else p
+    return out.mean(1)
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    report = json.load(open(sys.argv[1]))
+    dms = [json.load(open(p)) for p in sys.argv[2:]]
+    sc = report["scenarios"][0]
+    if sc["name"] != "corrupted":
+        sys.exit(f"{sys.argv[1]}: its first scenario is {sc['name']!r}, expected the corrupted one")
+    d = sc["contributor_lds"]
+    for path, dm in zip(sys.argv[2:], dms):
+        for key in ("kb", "train", "corrupt_frac", "seeds"):
+            if dm["config"][key] != report["config"][key]:
+                sys.exit(f"{path}: its {key} differs from the report's; the retrainings must be the eval's")
+    contributors = sc["contributors"]
+    eval_x = indicators(d["kept"], contributors)
+    fit_x = np.vstack([indicators(dm["kept"], contributors) for dm in dms])
+    val_loss = np.vstack([np.array(dm["val_loss"]) for dm in dms])
+    eval_keys = {tuple(k) for k in d["kept"]}
+    overlap = sum(tuple(k) in eval_keys for dm in dms for k in dm["kept"])
+    measured = [np.array(d["loss"][0]), np.array(d["loss"][1])]
+
+    def lds(pred):
+        each = [spearman(list(pred), list(m)) for m in measured]
+        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f})"
+
+    rc, rr, vr = np.array(d["row_contributor"]), np.array(d["row_region"]), np.array(d["val_region"])
+    region = [sorted(set(rc[rr == vr[v]])) for v in range(len(vr))]
+    everyone = lambda v: with_pairs  # noqa: E731
+    on_region = lambda v: (lambda m: with_pairs(m[:, region[v]]))  # noqa: E731
+    alone = lambda v: (lambda m: m)  # noqa: E731
+
+    n = fit_x.shape[0]
+    print(f"{n} retrainings fitted ({', '.join(sys.argv[2:])}; {overlap} of their subsets are also the report's),")
+    print(f"scored on the report's {len(d['kept'])} subsets: contributor LDS, mean of both seeds (first / second)")
+    print(f"  additive, one weight per contributor       {lds(ridge(fit_x, val_loss.mean(1), 1.0)(eval_x))}")
+    print(f"  additive per validation row, log loss      {lds(per_row(fit_x, val_loss, eval_x, 1.0, alone))}")
+    print(f"  pairwise per validation row, log loss      {lds(per_row(fit_x, val_loss, eval_x, 10.0, everyone))}")
+    print(f"  pairwise over its region's contributors    {lds(per_row(fit_x, val_loss, eval_x, 1.0, on_region))}"
+          f"  (about {np.mean([len(r) for r in region]):.1f} contributors a row)")
+    for k in (100, 200, 400):
+        if k < n:
+            pred = per_row(fit_x[:k], val_loss[:k], eval_x, 1.0, on_region)
+            print(f"    the same fitted to the first {k:<4}       {lds(pred)}")
+    print(f"  the report's group prediction              {lds(np.array(d['group']))}")
+    print(f"  noise ceiling (second seed against first)  {spearman(list(measured[1]), list(measured[0])):.3f}")
+
+
+if __name__ == "__main__":
+    main()
