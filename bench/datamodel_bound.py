@@ -21,10 +21,17 @@ The models, each a ridge regression (numpy):
     its region) given to the model; with a learning curve over the number of retrainings.
 
 Usage:
-    python3 bench/datamodel_bound.py report.json dm0.json [dm1.json ...]
+    python3 bench/datamodel_bound.py report.json dm0.json [dm1.json ...] [--predictions predictions.json]
 
 `report.json` is the eval's `--output` (its contributor-level section); each `dm*.json` is one output
 of the `datamodel` example; several are pooled (e.g. both retraining seeds).
+
+Given both seeds' retrainings of the same subsets (`datamodel N DIR 0` and `datamodel N DIR 1`), it
+also scores on the datamodel's own subsets, which are many more than the report's 50 and so give
+tight figures: the models are fitted to the first half of the subsets and scored on the second half,
+against each seed, beside the noise ceiling measured there. `--predictions` (the output of `datamodel
+--predict DIR dm0.json`) adds the table's rows on those subsets: the group prediction and each
+method's additive contributor score, which see no retraining at all.
 """
 
 import json
@@ -67,15 +74,24 @@ def per_row(x_fit, val_loss, x_eval, lam, features, log=True):
 
 
 def main():
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    predictions = None
+    if "--predictions" in args:
+        k = args.index("--predictions")
+        if k + 1 >= len(args):
+            sys.exit("--predictions needs a file")
+        predictions = json.load(open(args[k + 1]))
+        del args[k : k + 2]
+    if len(args) < 2:
         sys.exit(__doc__)
-    report = json.load(open(sys.argv[1]))
-    dms = [json.load(open(p)) for p in sys.argv[2:]]
+    report = json.load(open(args[0]))
+    paths = args[1:]
+    dms = [json.load(open(p)) for p in paths]
     sc = report["scenarios"][0]
     if sc["name"] != "corrupted":
         sys.exit(f"{sys.argv[1]}: its first scenario is {sc['name']!r}, expected the corrupted one")
     d = sc["contributor_lds"]
-    for path, dm in zip(sys.argv[2:], dms):
+    for path, dm in zip(paths + ["--predictions"], dms + ([predictions] if predictions else [])):
         for key in ("kb", "train", "corrupt_frac", "seeds"):
             if dm["config"][key] != report["config"][key]:
                 sys.exit(f"{path}: its {key} differs from the report's; the retrainings must be the eval's")
@@ -87,9 +103,18 @@ def main():
     overlap = sum(tuple(k) in eval_keys for dm in dms for k in dm["kept"])
     measured = [np.array(d["loss"][0]), np.array(d["loss"][1])]
 
+    # The same 1000 resamples of the report's subsets for every row, as the eval's intervals.
+    rng = np.random.default_rng(0xB007)
+    resamples = rng.integers(0, len(d["kept"]), size=(1000, len(d["kept"])))
+
     def lds(pred):
+        pred = np.asarray(pred)
         each = [spearman(list(pred), list(m)) for m in measured]
-        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f})"
+        boot = sorted(
+            (spearman(list(pred[i]), list(measured[0][i])) + spearman(list(pred[i]), list(measured[1][i]))) / 2
+            for i in resamples
+        )
+        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f}; 95% {boot[25]:.2f}–{boot[974]:.2f})"
 
     rc, rr, vr = np.array(d["row_contributor"]), np.array(d["row_region"]), np.array(d["val_region"])
     region = [sorted(set(rc[rr == vr[v]])) for v in range(len(vr))]
@@ -98,8 +123,9 @@ def main():
     alone = lambda v: (lambda m: m)  # noqa: E731
 
     n = fit_x.shape[0]
-    print(f"{n} retrainings fitted ({', '.join(sys.argv[2:])}; {overlap} of their subsets are also the report's),")
-    print(f"scored on the report's {len(d['kept'])} subsets: contributor LDS, mean of both seeds (first / second)")
+    print(f"{n} retrainings fitted ({', '.join(paths)}; {overlap} of their subsets are also the report's),")
+    print(f"scored on the report's {len(d['kept'])} subsets: contributor LDS, mean of both seeds (first / second;")
+    print("bootstrap interval over the report's subsets)")
     print(f"  additive, one weight per contributor       {lds(ridge(fit_x, val_loss.mean(1), 1.0)(eval_x))}")
     print(f"  additive per validation row, log loss      {lds(per_row(fit_x, val_loss, eval_x, 1.0, alone))}")
     print(f"  pairwise per validation row, log loss      {lds(per_row(fit_x, val_loss, eval_x, 10.0, everyone))}")
@@ -111,6 +137,36 @@ def main():
             print(f"    the same fitted to the first {k:<4}       {lds(pred)}")
     print(f"  the report's group prediction              {lds(np.array(d['group']))}")
     print(f"  noise ceiling (second seed against first)  {spearman(list(measured[1]), list(measured[0])):.3f}")
+
+    # Held out within the datamodel's own subsets, when both seeds retrained the same ones.
+    by_seed = {dm["replica"]: dm for dm in dms}
+    if len(by_seed) < 2 or by_seed[0]["kept"] != by_seed[1]["kept"]:
+        print("\n(both seeds' retrainings of the same subsets are needed to score on the datamodel's own subsets)")
+        return
+    kept = by_seed[0]["kept"]
+    half = len(kept) // 2
+    x = indicators(kept, contributors)
+    seeds = [np.array(by_seed[r]["val_loss"]) for r in (0, 1)]
+    fit_x2, fit_v = np.vstack([x[:half]] * 2), np.vstack([v[:half] for v in seeds])
+    held = [v[half:].mean(1) for v in seeds]
+
+    def lds_held(pred):
+        each = [spearman(list(pred), list(m)) for m in held]
+        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f})"
+
+    print(f"\nFitted to both seeds' retrainings of the first {half} of those subsets, scored on the other {len(kept) - half}:")
+    print(f"  additive, one weight per contributor       {lds_held(ridge(fit_x2, fit_v.mean(1), 1.0)(x[half:]))}")
+    print(f"  additive per validation row, log loss      {lds_held(per_row(fit_x2, fit_v, x[half:], 1.0, alone))}")
+    print(f"  pairwise per validation row, log loss      {lds_held(per_row(fit_x2, fit_v, x[half:], 10.0, everyone))}")
+    print(f"  pairwise over its region's contributors    {lds_held(per_row(fit_x2, fit_v, x[half:], 1.0, on_region))}")
+    if predictions:
+        if predictions["kept"] != kept:
+            sys.exit("--predictions: made for other subsets than the datamodel's")
+        print(f"  the table's rows, no retraining seen:")
+        print(f"    exact-block (group)                      {lds_held(np.array(predictions['group'])[half:])}")
+        for name, pred in predictions["additive"]:
+            print(f"    {name + ' (additive)':<40} {lds_held(np.array(pred)[half:])}")
+    print(f"  noise ceiling (second seed against first)  {spearman(list(held[1]), list(held[0])):.3f}")
 
 
 if __name__ == "__main__":

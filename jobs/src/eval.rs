@@ -1044,9 +1044,7 @@ pub fn retrain_contributors(
     }
     cfg.train.validate()?;
     let kb = KbSpec { corrupt_frac: cfg.corrupt_frac, ..cfg.kb.clone() }.generate();
-    if let Some(bad) = kept.iter().flatten().find(|&&c| c >= cfg.kb.contributors) {
-        return Err(Error::InvalidArgument(format!("contributor {bad}: the datanet has {}", cfg.kb.contributors)));
-    }
+    check_contributors(cfg, kept)?;
     let tok = &base.tokenizer;
     let (train, val) = (encode(tok, &kb.train)?, encode(tok, &kb.val)?);
     let jobs: Vec<Retraining> = kept
@@ -1059,6 +1057,69 @@ pub fn retrain_contributors(
         })
         .collect();
     run_all(base, &train, &val, &cfg.train, &jobs, cfg.threads, progress)
+}
+
+/// What the attributed run predicts for sets of kept contributors (see [`contributor_predictions`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContributorPredictions {
+    /// The settings.
+    pub config: EvalConfig,
+    /// Contributors kept by each subset.
+    pub kept: Vec<Vec<usize>>,
+    /// The group prediction of each subset: the predicted rise of the mean validation loss (the
+    /// `exact-block (group)` row).
+    pub group: Vec<f64>,
+    /// Each method's additive prediction of each subset's mean validation loss, up to a constant
+    /// (minus the kept rows' summed influence; the method's row of the table).
+    pub additive: Vec<(String, Vec<f64>)>,
+}
+
+/// The corrupted scenario's attributed run (trained on every row, as [`run`] trains it) and what
+/// it predicts for the subsets in `kept` — the group prediction and each of `cfg.methods`' additive
+/// prediction — so that they can be scored on as many retrainings as [`contributor_retrainings`] makes
+/// (`bench/datamodel_bound.py --predictions`). On the eval's own subsets they are the report's.
+pub fn contributor_predictions(base: &BaseModel, cfg: &EvalConfig, kept: &[Vec<usize>]) -> Result<ContributorPredictions> {
+    cfg.train.validate()?;
+    for &m in &cfg.methods {
+        cfg.attribution(m).validate()?;
+    }
+    let kb = KbSpec { corrupt_frac: cfg.corrupt_frac, ..cfg.kb.clone() }.generate();
+    check_contributors(cfg, kept)?;
+    let (train, val) = (encode(&base.tokenizer, &kb.train)?, encode(&base.tokenizer, &kb.val)?);
+    let pad = base.tokenizer.eot();
+    let full = train_adapter(&base.model, &train, &val, &cfg.train, pad, None, &mut Quiet)?;
+    let masks: Vec<Vec<bool>> = kept.iter().map(|cs| kb.train.iter().map(|r| cs.contains(&r.contributor)).collect()).collect();
+    let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
+    let train_grads = grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?;
+    let val_grads = grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?;
+    let predictor = GroupPredictor::new(&train_grads, &val_grads, cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING))?;
+    let group = masks.iter().map(|m| predictor.predict(m).map(|rise| mean(&rise))).collect::<Result<_>>()?;
+    let mut additive = Vec::new();
+    for &m in &cfg.methods {
+        let scores = attribute::attribute(
+            &base.model,
+            &full.adapter,
+            &full.tracin,
+            &train,
+            &val,
+            pad,
+            cfg.train.batch_size,
+            &cfg.attribution(m),
+            &mut NoCache,
+        )?;
+        let inf = scores.row_influence();
+        let pred = masks.iter().map(|m| -m.iter().zip(&inf).filter(|(k, _)| **k).map(|(_, x)| x).sum::<f64>()).collect();
+        additive.push((m.name().to_string(), pred));
+    }
+    Ok(ContributorPredictions { config: cfg.clone(), kept: kept.to_vec(), group, additive })
+}
+
+/// Refuse a contributor the datanet of `cfg` does not have.
+fn check_contributors(cfg: &EvalConfig, kept: &[Vec<usize>]) -> Result<()> {
+    match kept.iter().flatten().find(|&&c| c >= cfg.kb.contributors) {
+        Some(bad) => Err(Error::InvalidArgument(format!("contributor {bad}: the datanet has {}", cfg.kb.contributors))),
+        None => Ok(()),
+    }
 }
 
 fn fmt_opt(x: Option<f64>) -> String {

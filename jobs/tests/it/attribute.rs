@@ -270,12 +270,30 @@ fn eval_report_is_complete_and_its_raw_data_reproduces_the_table() {
         assert!(kept.len() == 3 && kept.windows(2).all(|w| w[0] < w[1]) && kept.iter().all(|&c| c < 6), "{kept:?}");
         assert!(losses.len() == 8 && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
     }
+    // ... and the attributed run's predictions for given subsets are the report's for its own.
+    let pred = eval::contributor_predictions(&base, &cfg, &d.kept).expect("predictions");
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-3);
+    assert!(pred.group.iter().zip(&d.group).all(|(a, b)| close(*a, *b)), "{:?} vs {:?}", pred.group, d.group);
+    let pair = &d.detail.as_ref().expect("detail").pair;
+    assert_eq!(pred.additive.len(), 2);
+    for (name, additive) in &pred.additive {
+        let tau = &pair.iter().find(|(n, _)| n == name).expect("the method's pairs").1;
+        let m = measured[0][0].len();
+        for (kept, p) in d.kept.iter().zip(additive) {
+            let sum: f64 = (0..d.row_contributor.len())
+                .filter(|&i| kept.contains(&d.row_contributor[i]))
+                .map(|i| tau[i * m..(i + 1) * m].iter().sum::<f64>() / m as f64)
+                .sum();
+            assert!(close(*p, -sum), "{name}: {p} vs {}", -sum);
+        }
+    }
     let refusals = [
         eval::retrain_contributors(&base, &cfg, &d.kept[..1], 2, &|_| {}).map(|_| ()),
         eval::retrain_contributors(&base, &cfg, &[vec![0, 6]], 0, &|_| {}).map(|_| ()),
         eval::contributor_retrainings(&base, &cfg, 1, cfg.kb.seed ^ eval::SUBSET_STREAM, 0, &|_| {}).map(|_| ()),
+        eval::contributor_predictions(&base, &cfg, &[vec![7]]).map(|_| ()),
     ];
-    for (r, why) in refusals.into_iter().zip(["the eval has two", "contributor 6", "own subset stream"]) {
+    for (r, why) in refusals.into_iter().zip(["the eval has two", "contributor 6", "own subset stream", "contributor 7"]) {
         let err = r.expect_err(why);
         assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains(why), "{why}: {err}");
     }
