@@ -73,6 +73,33 @@ def per_row(x_fit, val_loss, x_eval, lam, features, log=True):
     return out.mean(1)
 
 
+class Scorer:
+    """The table's statistic against `measured` (each seed's mean validation losses of the same
+    subsets): Spearman's rho against each seed, averaged, with a 95% bootstrap interval (the same
+    resamples of the subsets for every prediction scored)."""
+
+    def __init__(self, measured, draws=1000):
+        self.measured = [np.asarray(m) for m in measured]
+        n = len(self.measured[0])
+        self.resamples = np.random.default_rng(0xB007).integers(0, n, size=(draws, n))
+
+    def interval(self, stat):
+        boot = sorted(stat(i) for i in self.resamples)
+        return boot[int(0.025 * len(boot))], boot[int(0.975 * len(boot)) - 1]
+
+    def __call__(self, pred):
+        pred, (a, b) = np.asarray(pred), self.measured
+        each = [spearman(list(pred), list(a)), spearman(list(pred), list(b))]
+        lo, hi = self.interval(lambda i: (spearman(list(pred[i]), list(a[i])) + spearman(list(pred[i]), list(b[i]))) / 2)
+        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f}; 95% {lo:.2f}–{hi:.2f})"
+
+    def ceiling(self):
+        """The second seed's losses as the prediction of the first's."""
+        a, b = self.measured
+        lo, hi = self.interval(lambda i: spearman(list(b[i]), list(a[i])))
+        return f"{spearman(list(b), list(a)):.3f} (95% {lo:.2f}–{hi:.2f})"
+
+
 def main():
     args = sys.argv[1:]
     predictions = None
@@ -103,18 +130,7 @@ def main():
     overlap = sum(tuple(k) in eval_keys for dm in dms for k in dm["kept"])
     measured = [np.array(d["loss"][0]), np.array(d["loss"][1])]
 
-    # The same 1000 resamples of the report's subsets for every row, as the eval's intervals.
-    rng = np.random.default_rng(0xB007)
-    resamples = rng.integers(0, len(d["kept"]), size=(1000, len(d["kept"])))
-
-    def lds(pred):
-        pred = np.asarray(pred)
-        each = [spearman(list(pred), list(m)) for m in measured]
-        boot = sorted(
-            (spearman(list(pred[i]), list(measured[0][i])) + spearman(list(pred[i]), list(measured[1][i]))) / 2
-            for i in resamples
-        )
-        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f}; 95% {boot[25]:.2f}–{boot[974]:.2f})"
+    lds = Scorer(measured)
 
     rc, rr, vr = np.array(d["row_contributor"]), np.array(d["row_region"]), np.array(d["val_region"])
     region = [sorted(set(rc[rr == vr[v]])) for v in range(len(vr))]
@@ -136,7 +152,7 @@ def main():
             pred = per_row(fit_x[:k], val_loss[:k], eval_x, 1.0, on_region)
             print(f"    the same fitted to the first {k:<4}       {lds(pred)}")
     print(f"  the report's group prediction              {lds(np.array(d['group']))}")
-    print(f"  noise ceiling (second seed against first)  {spearman(list(measured[1]), list(measured[0])):.3f}")
+    print(f"  noise ceiling (second seed against first)  {lds.ceiling()}")
 
     # Held out within the datamodel's own subsets, when both seeds retrained the same ones.
     by_seed = {dm["replica"]: dm for dm in dms}
@@ -150,9 +166,7 @@ def main():
     fit_x2, fit_v = np.vstack([x[:half]] * 2), np.vstack([v[:half] for v in seeds])
     held = [v[half:].mean(1) for v in seeds]
 
-    def lds_held(pred):
-        each = [spearman(list(pred), list(m)) for m in held]
-        return f"{(each[0] + each[1]) / 2:.3f} ({each[0]:.3f} / {each[1]:.3f})"
+    lds_held = Scorer(held)
 
     print(f"\nFitted to both seeds' retrainings of the first {half} of those subsets, scored on the other {len(kept) - half}:")
     print(f"  additive, one weight per contributor       {lds_held(ridge(fit_x2, fit_v.mean(1), 1.0)(x[half:]))}")
@@ -162,11 +176,11 @@ def main():
     if predictions:
         if predictions["kept"] != kept:
             sys.exit("--predictions: made for other subsets than the datamodel's")
-        print(f"  the table's rows, no retraining seen:")
+        print("  the table's rows, no retraining seen:")
         print(f"    exact-block (group)                      {lds_held(np.array(predictions['group'])[half:])}")
         for name, pred in predictions["additive"]:
             print(f"    {name + ' (additive)':<40} {lds_held(np.array(pred)[half:])}")
-    print(f"  noise ceiling (second seed against first)  {spearman(list(held[1]), list(held[0])):.3f}")
+    print(f"  noise ceiling (second seed against first)  {lds_held.ceiling()}")
 
 
 if __name__ == "__main__":
