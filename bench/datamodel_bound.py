@@ -181,6 +181,13 @@ def main():
         for name, pred in predictions["additive"]:
             print(f"    {name + ' (additive)':<40} {lds_held(np.array(pred)[half:])}")
     print(f"  noise ceiling (second seed against first)  {lds_held.ceiling()}")
+    if predictions:
+        everything = Scorer([v.mean(1) for v in seeds])
+        print(f"\nThe table's rows on all {len(kept)} subsets (nothing is fitted to them):")
+        print(f"    exact-block (group)                      {everything(predictions['group'])}")
+        for name, pred in predictions["additive"]:
+            print(f"    {name + ' (additive)':<40} {everything(pred)}")
+        print(f"  noise ceiling (second seed against first)  {everything.ceiling()}")
 
 
 if __name__ == "__main__":

@@ -55,10 +55,10 @@ use serde::Serialize;
 use crate::attribute::group::{self, CheckpointEnsemble, GroupPredictor};
 use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scores, grads};
 use crate::batch::losses;
-use crate::corpus::{KbDatanet, KbSpec, question_of};
+use crate::corpus::{KbDatanet, KbRow, KbSpec, question_of};
 use crate::error::{Error, Result};
 use crate::model::BaseModel;
-use crate::tokenizer::Encoded;
+use crate::tokenizer::{Encoded, Tokenizer};
 use crate::train::{Quiet, TrainConfig, train_adapter};
 
 /// The eval draws its subsets from the datanet's seed xor this.
@@ -662,7 +662,7 @@ fn predicted(scores: &Scores, subsets: &[Vec<usize>]) -> Vec<Vec<f64>> {
 }
 
 /// The rows of `rows` as the model sees them.
-fn encode(tok: &crate::tokenizer::Tokenizer, rows: &[crate::corpus::KbRow]) -> Result<Vec<Encoded>> {
+fn encode(tok: &Tokenizer, rows: &[KbRow]) -> Result<Vec<Encoded>> {
     rows.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect()
 }
 
