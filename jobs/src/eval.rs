@@ -59,7 +59,7 @@ use crate::corpus::{KbDatanet, KbRow, KbSpec, question_of};
 use crate::error::{Error, Result};
 use crate::model::BaseModel;
 use crate::tokenizer::{Encoded, Tokenizer};
-use crate::train::{Quiet, TrainConfig, train_adapter};
+use crate::train::{Quiet, TrainConfig, TrainOutcome, train_adapter};
 
 /// The eval draws its subsets from the datanet's seed xor this.
 pub const SUBSET_STREAM: u64 = 0x1d5;
@@ -661,6 +661,19 @@ fn predicted(scores: &Scores, subsets: &[Vec<usize>]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Attribute the run `full` (trained on `train`) with `method` as the eval does.
+fn attribute_with(
+    base: &BaseModel,
+    full: &TrainOutcome,
+    train: &[Encoded],
+    val: &[Encoded],
+    cfg: &EvalConfig,
+    method: Method,
+) -> Result<Scores> {
+    let (model, pad, batch) = (&base.model, base.tokenizer.eot(), cfg.train.batch_size);
+    attribute::attribute(model, &full.adapter, &full.tracin, train, val, pad, batch, &cfg.attribution(method), &mut NoCache)
+}
+
 /// The rows of `rows` as the model sees them.
 fn encode(tok: &Tokenizer, rows: &[KbRow]) -> Result<Vec<Encoded>> {
     rows.iter().map(|r| tok.encode_pair(&r.prompt, &r.completion)).collect()
@@ -693,17 +706,7 @@ fn scenario(
     for &m in &cfg.methods {
         progress(EvalProgress::Phase(format!("{name}: attributing with {m}")));
         let t = Instant::now();
-        let s = attribute::attribute(
-            &base.model,
-            &full.adapter,
-            &full.tracin,
-            &train,
-            &val,
-            pad,
-            cfg.train.batch_size,
-            &cfg.attribution(m),
-            &mut NoCache,
-        )?;
+        let s = attribute_with(base, &full, &train, &val, cfg, m)?;
         method_scores.push((m, s, t.elapsed().as_secs_f64()));
     }
 
@@ -1096,17 +1099,7 @@ pub fn contributor_predictions(base: &BaseModel, cfg: &EvalConfig, kept: &[Vec<u
     let group = masks.iter().map(|m| predictor.predict(m).map(|rise| mean(&rise))).collect::<Result<_>>()?;
     let mut additive = Vec::new();
     for &m in &cfg.methods {
-        let scores = attribute::attribute(
-            &base.model,
-            &full.adapter,
-            &full.tracin,
-            &train,
-            &val,
-            pad,
-            cfg.train.batch_size,
-            &cfg.attribution(m),
-            &mut NoCache,
-        )?;
+        let scores = attribute_with(base, &full, &train, &val, cfg, m)?;
         let inf = scores.row_influence();
         let pred = masks.iter().map(|m| -m.iter().zip(&inf).filter(|(k, _)| **k).map(|(_, x)| x).sum::<f64>()).collect();
         additive.push((m.name().to_string(), pred));
