@@ -63,12 +63,12 @@ def ridge(x, y, lam):
 
 
 def per_row(x_fit, val_loss, x_eval, lam, features, log=True):
-    """Each validation row its own model; the predicted mean validation loss of each eval subset."""
+    """Each validation row `v` its own model on `features(v, indicators)`; the predicted mean
+    validation loss of each subset of `x_eval`."""
     out = np.zeros((x_eval.shape[0], val_loss.shape[1]))
     for v in range(val_loss.shape[1]):
-        f = features(v)
         y = np.log(val_loss[:, v]) if log else val_loss[:, v]
-        p = ridge(f(x_fit), y, lam)(f(x_eval))
+        p = ridge(features(v, x_fit), y, lam)(features(v, x_eval))
         out[:, v] = np.exp(p) if log else p
     return out.mean(1)
 
@@ -134,9 +134,15 @@ def main():
 
     rc, rr, vr = np.array(d["row_contributor"]), np.array(d["row_region"]), np.array(d["val_region"])
     region = [sorted(set(rc[rr == vr[v]])) for v in range(len(vr))]
-    everyone = lambda v: with_pairs  # noqa: E731
-    on_region = lambda v: (lambda m: with_pairs(m[:, region[v]]))  # noqa: E731
-    alone = lambda v: (lambda m: m)  # noqa: E731
+
+    def alone(v, m):
+        return m
+
+    def everyone(v, m):
+        return with_pairs(m)
+
+    def on_region(v, m):
+        return with_pairs(m[:, region[v]])
 
     n = fit_x.shape[0]
     print(f"{n} retrainings fitted ({', '.join(paths)}; {overlap} of their subsets are also the report's),")

@@ -57,7 +57,8 @@ use crate::attribute::{self, AttributionConfig, Curvature, Method, NoCache, Scor
 use crate::batch::losses;
 use crate::corpus::{KbDatanet, KbRow, KbSpec, question_of};
 use crate::error::{Error, Result};
-use crate::model::BaseModel;
+use crate::attribute::grads::GradBlocks;
+use crate::model::{Adapter, BaseModel};
 use crate::tokenizer::{Encoded, Tokenizer};
 use crate::train::{Quiet, TrainConfig, TrainOutcome, train_adapter};
 
@@ -729,9 +730,7 @@ fn scenario(
     // The group prediction of every subset (before the retrainings: it never sees them).
     progress(EvalProgress::Phase(format!("{name}: group predictions of {} subsets", 2 * cfg.subsets)));
     let t = Instant::now();
-    let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
-    let train_grads = grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?;
-    let val_grads = grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?;
+    let (train_grads, val_grads) = group_grads(base, &full.adapter, &train, &val)?;
     let damping = cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING);
     let predictor = GroupPredictor::new(&train_grads, &val_grads, damping)?;
     let group_seconds = t.elapsed().as_secs_f64();
@@ -741,8 +740,7 @@ fn scenario(
     // The training and validation rows' gradients at the end of epoch `e` (1-based).
     let grads_at = |e: usize| -> Result<_> {
         let adapter = &full.tracin[e - 1].0;
-        let tg = grads::per_example_grads(&base.model, adapter, &train, pad, chunk)?;
-        let vg = grads::per_example_grads(&base.model, adapter, &val, pad, chunk)?;
+        let (tg, vg) = group_grads(base, adapter, &train, &val)?;
         Ok((e, adapter, tg, vg))
     };
     let epochs: Vec<usize> = checkpoint_epochs(full.tracin.len()).collect();
@@ -759,6 +757,7 @@ fn scenario(
     let ensemble = CheckpointEnsemble::new(members)?;
     let ensemble_seconds = group_seconds + t.elapsed().as_secs_f64();
     if let Some(dir) = &cfg.gradients {
+        let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
         let sampled = attribute::sampled_grads(&base.model, &full.adapter, &train, pad, chunk)?;
         let rows = RowLosses { train: &train_loss, val: &val_loss_full };
         write_gradients(&dir.join(name), &train_grads, &val_grads, Some(&sampled), rows)?;
@@ -775,20 +774,15 @@ fn scenario(
         }
     }
     let t = Instant::now();
-    let kept_mask = |rows: &[usize]| {
-        let mut kept = vec![false; n];
-        rows.iter().for_each(|&i| kept[i] = true);
-        kept
-    };
-    let group_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| predictor.predict(&kept_mask(rows))).collect::<Result<_>>()?;
+    let group_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| predictor.predict(&kept_mask(n, rows))).collect::<Result<_>>()?;
     let group_contributor_rows: Vec<Vec<f64>> =
-        contrib_subsets.iter().map(|rows| predictor.predict(&kept_mask(rows))).collect::<Result<_>>()?;
+        contrib_subsets.iter().map(|rows| predictor.predict(&kept_mask(n, rows))).collect::<Result<_>>()?;
     let group_contributors: Vec<f64> = group_contributor_rows.iter().map(|rise| mean(rise)).collect();
     let group_predict_seconds = t.elapsed().as_secs_f64();
-    let ensemble_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| ensemble.predict(&kept_mask(rows))).collect::<Result<_>>()?;
+    let ensemble_rows: Vec<Vec<f64>> = row_subsets.iter().map(|rows| ensemble.predict(&kept_mask(n, rows))).collect::<Result<_>>()?;
     let ensemble_contributors: Vec<f64> = contrib_subsets
         .iter()
-        .map(|rows| ensemble.predict(&kept_mask(rows)).map(|rise| mean(&rise)))
+        .map(|rows| ensemble.predict(&kept_mask(n, rows)).map(|rise| mean(&rise)))
         .collect::<Result<_>>()?;
 
     let mut jobs = Vec::new();
@@ -840,10 +834,7 @@ fn scenario(
     let co_interval = |pred: &[f64]| boot(&|i| mean(&co_at(pred, i)));
     let intervals = |rows: &[Vec<f64>], contributors: &[f64]| [boot(&|i| mean(&ex_at(rows, i))), co_interval(contributors)];
 
-    let contributor_pred = |scores: &Scores| -> Vec<f64> {
-        let inf = scores.row_influence();
-        contrib_subsets.iter().map(|rows| -rows.iter().map(|&i| inf[i]).sum::<f64>()).collect()
-    };
+    let contributor_pred = |scores: &Scores| additive_prediction(scores, &contrib_subsets);
     let corrupted = corrupted_rows > 0;
     let mut methods = Vec::new();
     for (m, scores, seconds) in &method_scores {
@@ -974,6 +965,33 @@ fn contributor_half(rng: &mut StdRng, contributors: usize) -> Vec<usize> {
     cs
 }
 
+/// `v`, sorted.
+fn sorted(v: &[usize]) -> Vec<usize> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// `n` flags, set at `rows`.
+fn kept_mask(n: usize, rows: &[usize]) -> Vec<bool> {
+    let mut kept = vec![false; n];
+    rows.iter().for_each(|&i| kept[i] = true);
+    kept
+}
+
+/// Each subset's mean validation loss as `scores` predict it, up to a constant: minus the summed
+/// influence of the rows it keeps (a method's contributor-level prediction).
+fn additive_prediction(scores: &Scores, subsets: &[Vec<usize>]) -> Vec<f64> {
+    let inf = scores.row_influence();
+    subsets.iter().map(|rows| -rows.iter().map(|&i| inf[i]).sum::<f64>()).collect()
+}
+
+/// The training and validation rows' gradients under `adapter`, as the group prediction takes them.
+fn group_grads(base: &BaseModel, adapter: &Adapter, train: &[Encoded], val: &[Encoded]) -> Result<(GradBlocks, GradBlocks)> {
+    let (chunk, pad) = (AttributionConfig::new(Method::ExactBlock).chunk, base.tokenizer.eot());
+    Ok((grads::per_example_grads(&base.model, adapter, train, pad, chunk)?, grads::per_example_grads(&base.model, adapter, val, pad, chunk)?))
+}
+
 /// The training rows of `kb` owned by the contributors in `kept` (sorted).
 fn rows_of(kb: &KbDatanet, kept: &[usize]) -> Vec<usize> {
     (0..kb.train.len()).filter(|&i| kept.binary_search(&kb.train[i].contributor).is_ok()).collect()
@@ -1054,9 +1072,7 @@ pub fn retrain_contributors(
         .iter()
         .enumerate()
         .map(|(j, cs)| {
-            let mut cs = cs.clone();
-            cs.sort_unstable();
-            Retraining { rows: rows_of(&kb, &cs), seed: cfg.seeds.seed(cfg.train.seed, 1, j, replica) }
+            Retraining { rows: rows_of(&kb, &sorted(cs)), seed: cfg.seeds.seed(cfg.train.seed, 1, j, replica) }
         })
         .collect();
     run_all(base, &train, &val, &cfg.train, &jobs, cfg.threads, progress)
@@ -1091,18 +1107,14 @@ pub fn contributor_predictions(base: &BaseModel, cfg: &EvalConfig, kept: &[Vec<u
     let (train, val) = (encode(&base.tokenizer, &kb.train)?, encode(&base.tokenizer, &kb.val)?);
     let pad = base.tokenizer.eot();
     let full = train_adapter(&base.model, &train, &val, &cfg.train, pad, None, &mut Quiet)?;
-    let masks: Vec<Vec<bool>> = kept.iter().map(|cs| kb.train.iter().map(|r| cs.contains(&r.contributor)).collect()).collect();
-    let chunk = AttributionConfig::new(Method::ExactBlock).chunk;
-    let train_grads = grads::per_example_grads(&base.model, &full.adapter, &train, pad, chunk)?;
-    let val_grads = grads::per_example_grads(&base.model, &full.adapter, &val, pad, chunk)?;
+    let subsets: Vec<Vec<usize>> = kept.iter().map(|cs| rows_of(&kb, &sorted(cs))).collect();
+    let (train_grads, val_grads) = group_grads(base, &full.adapter, &train, &val)?;
     let predictor = GroupPredictor::new(&train_grads, &val_grads, cfg.group_damping.unwrap_or(group::DEFAULT_DAMPING))?;
-    let group = masks.iter().map(|m| predictor.predict(m).map(|rise| mean(&rise))).collect::<Result<_>>()?;
+    let group = subsets.iter().map(|rows| predictor.predict(&kept_mask(train.len(), rows)).map(|rise| mean(&rise))).collect::<Result<_>>()?;
     let mut additive = Vec::new();
     for &m in &cfg.methods {
         let scores = attribute_with(base, &full, &train, &val, cfg, m)?;
-        let inf = scores.row_influence();
-        let pred = masks.iter().map(|m| -m.iter().zip(&inf).filter(|(k, _)| **k).map(|(_, x)| x).sum::<f64>()).collect();
-        additive.push((m.name().to_string(), pred));
+        additive.push((m.name().to_string(), additive_prediction(&scores, &subsets)));
     }
     Ok(ContributorPredictions { config: cfg.clone(), kept: kept.to_vec(), group, additive })
 }
